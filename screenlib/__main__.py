@@ -1,0 +1,3 @@
+from screenlib.cli import main
+
+main()

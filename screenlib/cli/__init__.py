@@ -1,0 +1,114 @@
+"""The ``screenlib`` command line: one subcommand per step of the screening protocol.
+
+Subcommands live in their own modules (``screenlib/cli/<name>.py``, each exposing a click
+command called ``command``) and are imported only when used, so ``screenlib --help`` is fast
+and a broken optional part cannot break the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from screenlib import __version__
+from screenlib.errors import ScreenlibError
+
+# name -> (module, one-line help shown by ``screenlib --help``), in protocol order
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("screenlib.cli.init", "Write a commented assay-settings template for an export."),
+    "ingest": ("screenlib.cli.ingest", "Convert a microscope TIFF export into an OME-Zarr plate."),
+    "segment": ("screenlib.cli.segment", "Segment nuclei in one image (to check settings)."),
+    "run": ("screenlib.cli.run", "Analyse a plate: segment, measure, gate, aggregate, fit, report."),
+    "fit": ("screenlib.cli.fit", "Fit dose-response curves to a table or MTT plate-reader data."),
+    "simulate": ("screenlib.cli.simulate", "Render a synthetic plate with per-cell ground truth."),
+    "plugins": ("screenlib.cli.plugins", "List installed stain and segmenter plugins."),
+}
+
+# exit codes: 0 success, 1 unexpected internal error, 2 bad input or settings,
+# 3 run finished but some fields or fits failed (see the run summary)
+EXIT_INPUT_ERROR = 2
+EXIT_PARTIAL = 3
+
+
+class ProtocolGroup(click.Group):
+    """A click group that imports each subcommand's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module_name, short_help = SUBCOMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            return None
+        command = module.command
+        command.short_help = command.short_help or short_help
+        return command
+
+
+@click.group(cls=ProtocolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="screenlib")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug messages and full tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """screenlib: from a screening microscope's export to apoptosis IC50s.
+
+    \b
+    The protocol, one command each:
+      1. screenlib init EXPORT          write assay settings (channels -> stains)
+      2. screenlib ingest EXPORT P.zarr convert the TIFF export to an OME-Zarr plate
+      3. screenlib run PLATE --platemap MAP.csv --out DIR
+                                        segment nuclei, measure Annexin V / PI per cell,
+                                        gate from vehicle wells, per-well fractions, plate QC,
+                                        dose-response fits and an HTML report
+    \b
+    Also: `screenlib fit` for tables and MTT plate-reader data, `screenlib segment` to check
+    segmentation on one image, `screenlib simulate` for plates with ground truth.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    ctx.obj["quiet"] = quiet and not verbose
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    # keep library chatter (distributed, matplotlib) out of a user's console
+    for noisy in ("distributed", "matplotlib", "PIL", "fsspec", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning input errors into one clear line."""
+    verbose = any(arg in ("-v", "--verbose") for arg in (argv or sys.argv[1:]))
+    try:
+        cli.main(args=argv, prog_name="screenlib", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except ScreenlibError as error:
+        if verbose:
+            raise
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; finished fields are kept and a rerun resumes.", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - last line of defence for a user's console
+        if verbose:
+            raise
+        click.echo(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "Run again with --verbose for the traceback, and please report it.",
+            err=True,
+        )
+        sys.exit(1)

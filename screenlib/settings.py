@@ -1,0 +1,327 @@
+"""Assay settings: one object per assay, loadable from a TOML file, validated once at start.
+
+Every section is a frozen dataclass with physically meaningful defaults. ``load_settings``
+reads a TOML file and reports an unknown or mistyped key with its name and line number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from screenlib.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Which stain was imaged in which channel of the plate.
+
+    ``name`` matches a channel name in the plate (e.g. ``"w1"`` or ``"Hoechst 33342"``);
+    ``index`` (0-based) is used when names do not match. ``stain`` is the name of a stain
+    plugin (``hoechst``, ``annexin_v``, ``pi`` or one registered by a plugin).
+    """
+
+    stain: str
+    index: int | None = None
+    name: str | None = None
+
+
+DEFAULT_CHANNELS = (
+    ChannelSettings(stain="hoechst", index=0),
+    ChannelSettings(stain="annexin_v", index=1),
+    ChannelSettings(stain="pi", index=2),
+)
+
+
+@dataclass(frozen=True)
+class CorrectionSettings:
+    """Camera offset, background and flat-field (illumination) correction."""
+
+    camera_offset: float | None = None  # None: estimated per field from a low percentile
+    background_radius_um: float = 30.0  # scale of the smooth background removed per channel
+    flatfield: bool = True  # estimate a per-plate, per-channel illumination profile
+    flatfield_max_fields: int = 48  # how many fields the profile is estimated from
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """Nuclei segmentation (classical by default; any registered segmenter by name)."""
+
+    segmenter: str = "classical"
+    nucleus_diameter_um: float = 10.0  # typical interphase nucleus
+    min_area_um2: float = 8.0  # smaller objects are debris / apoptotic bodies
+    max_area_um2: float = 500.0
+    smoothing_sigma_um: float = 0.7
+    split_touching: bool = True
+    default_pixel_size_um: float = 0.65  # used when the plate does not record a pixel size
+
+
+@dataclass(frozen=True)
+class RingSettings:
+    """The membrane ring outside each nucleus, where Annexin V binds."""
+
+    ring_width_um: float = 2.5
+    ring_gap_um: float = 0.0
+    background_width_um: float = 4.0  # local-background annulus beyond the ring
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """Per-field image QC; a failing field is flagged and excluded from aggregation."""
+
+    min_focus_score: float = 0.0  # 0 disables the focus check; see docs for the scale
+    max_saturated_fraction: float = 0.01
+    min_cells_per_field: int = 5
+    exclude_failed_fields: bool = True
+
+
+@dataclass(frozen=True)
+class GatingSettings:
+    """Quadrant gates on Annexin V and PI, learned from vehicle wells unless given."""
+
+    annexin_feature: str = "annexin_v_ring_p90"
+    pi_feature: str = "pi_nucleus_mean"
+    method: str = "robust"  # "robust" (median + k*MAD on log intensity) or "mixture"
+    k_mad: float = 4.0
+    annexin_gate: float | None = None  # manual gate overrides the learned one
+    pi_gate: float | None = None
+    bleedthrough_annexin_to_pi: float | None = None  # None: estimated from the data
+    min_area_um2: float = 8.0  # smaller objects are called debris
+    min_cells_per_well: int = 50
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Dose-response fitting options."""
+
+    responses: tuple[str, ...] = ("apoptotic_fraction", "relative_cell_count")
+    binomial_fractions: bool = True  # fit apoptotic fractions on counts
+    n_starts: int = 6
+    fix_top: float | None = None
+    fix_bottom: float | None = None
+    confidence_level: float = 0.95
+
+
+@dataclass(frozen=True)
+class AssaySettings:
+    """All settings of one assay."""
+
+    channels: tuple[ChannelSettings, ...] = DEFAULT_CHANNELS
+    pixel_size_um: float | None = None  # None: from the plate metadata
+    correction: CorrectionSettings = field(default_factory=CorrectionSettings)
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    ring: RingSettings = field(default_factory=RingSettings)
+    qc: QCSettings = field(default_factory=QCSettings)
+    gating: GatingSettings = field(default_factory=GatingSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+
+    def stain_channel(self, stain: str) -> ChannelSettings | None:
+        """The channel carrying ``stain``, or None when the assay has no such stain."""
+        for channel in self.channels:
+            if channel.stain == stain:
+                return channel
+        return None
+
+
+def _key_line(text: str, section: str | None, key: str) -> int | None:
+    """Best-effort 1-based line number of ``key`` inside ``[section]`` of a TOML text."""
+    current: str | None = None
+    key_pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$", line)
+        if header:
+            current = header.group(1)
+            if section is not None and current == section and key == section:
+                return number
+            continue
+        if current == section and key_pattern.match(line):
+            return number
+    return None
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a dataclass field annotation; return it in the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except SettingsError as error:
+                errors.append(str(error))
+        raise SettingsError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation)
+        return tuple(_coerce(item, item_type, where) for item in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{where}: expected text, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where}: expected a table, got {value!r}")
+        return annotation(**value)
+    return value
+
+
+def settings_from_dict(data: dict[str, Any], text: str = "", source: str = "settings") -> AssaySettings:
+    """Build validated ``AssaySettings`` from a parsed TOML mapping.
+
+    Parameters
+    ----------
+    data
+        The mapping, as ``tomllib`` returns it.
+    text
+        The TOML text, used only to give line numbers in error messages.
+    source
+        The file name used in error messages.
+    """
+    hints = typing.get_type_hints(AssaySettings)
+    known = {f.name for f in dataclasses.fields(AssaySettings)}
+    kwargs: dict[str, Any] = {}
+
+    def where(section: str | None, key: str) -> str:
+        line = _key_line(text, section, key)
+        name = f"{section}.{key}" if section else key
+        return f"{source}, line {line}: '{name}'" if line else f"{source}: '{name}'"
+
+    for key, value in data.items():
+        if key not in known:
+            raise SettingsError(
+                f"{where(None, key)} is not an assay setting; known: {', '.join(sorted(known))}"
+            )
+        annotation = hints[key]
+        if key == "channels":
+            if not isinstance(value, list) or not value:
+                raise SettingsError(f"{where(None, key)}: expected a list of [[channels]] tables")
+            channel_fields = {f.name for f in dataclasses.fields(ChannelSettings)}
+            channels = []
+            for item in value:
+                if not isinstance(item, dict):
+                    raise SettingsError(f"{where(None, key)}: each channel must be a table")
+                for item_key in item:
+                    if item_key not in channel_fields:
+                        raise SettingsError(
+                            f"{where('channels', item_key)} is not a channel setting; "
+                            f"known: {', '.join(sorted(channel_fields))}"
+                        )
+                if "stain" not in item:
+                    raise SettingsError(f"{where(None, key)}: every channel needs a 'stain'")
+                channels.append(
+                    ChannelSettings(
+                        stain=_coerce(item["stain"], str, where("channels", "stain")),
+                        index=_coerce(item.get("index"), int | None, where("channels", "index")),
+                        name=_coerce(item.get("name"), str | None, where("channels", "name")),
+                    )
+                )
+            kwargs[key] = tuple(channels)
+        elif dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{where(None, key)}: expected a [{key}] table")
+            section_hints = typing.get_type_hints(annotation)
+            section_kwargs = {}
+            for sub_key, sub_value in value.items():
+                if sub_key not in section_hints:
+                    raise SettingsError(
+                        f"{where(key, sub_key)} is not a setting of [{key}]; "
+                        f"known: {', '.join(sorted(section_hints))}"
+                    )
+                section_kwargs[sub_key] = _coerce(
+                    sub_value, section_hints[sub_key], where(key, sub_key)
+                )
+            kwargs[key] = annotation(**section_kwargs)
+        else:
+            kwargs[key] = _coerce(value, annotation, where(None, key))
+    settings = AssaySettings(**kwargs)
+    validate_settings(settings, source)
+    return settings
+
+
+def validate_settings(settings: AssaySettings, source: str = "settings") -> None:
+    """Raise ``SettingsError`` for values that cannot be right (negative widths and the like)."""
+    positive = {
+        "segmentation.nucleus_diameter_um": settings.segmentation.nucleus_diameter_um,
+        "segmentation.default_pixel_size_um": settings.segmentation.default_pixel_size_um,
+        "ring.ring_width_um": settings.ring.ring_width_um,
+        "gating.k_mad": settings.gating.k_mad,
+        "fit.n_starts": settings.fit.n_starts,
+    }
+    if settings.pixel_size_um is not None:
+        positive["pixel_size_um"] = settings.pixel_size_um
+    for name, value in positive.items():
+        if not value > 0:
+            raise SettingsError(f"{source}: '{name}' must be positive, got {value}")
+    if not 0 < settings.fit.confidence_level < 1:
+        raise SettingsError(f"{source}: 'fit.confidence_level' must lie between 0 and 1")
+    if settings.segmentation.min_area_um2 >= settings.segmentation.max_area_um2:
+        raise SettingsError(
+            f"{source}: 'segmentation.min_area_um2' must be below 'segmentation.max_area_um2'"
+        )
+    stains = [channel.stain for channel in settings.channels]
+    duplicates = sorted({stain for stain in stains if stains.count(stain) > 1})
+    if duplicates:
+        raise SettingsError(f"{source}: stain(s) {', '.join(duplicates)} assigned to two channels")
+    if settings.gating.method not in ("robust", "mixture"):
+        raise SettingsError(
+            f"{source}: 'gating.method' must be 'robust' or 'mixture', got {settings.gating.method!r}"
+        )
+
+
+def load_settings(path: str | Path | None) -> AssaySettings:
+    """Read assay settings from a TOML file (defaults when ``path`` is None).
+
+    Examples
+    --------
+    >>> load_settings(None).ring.ring_width_um
+    2.5
+    """
+    if path is None:
+        return AssaySettings()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SettingsError(f"cannot read settings file {path}: {error.strerror}") from error
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: not valid TOML: {error}") from error
+    return settings_from_dict(data, text=text, source=str(path))
+
+
+def settings_to_dict(settings: AssaySettings) -> dict[str, Any]:
+    """A plain mapping of ``settings`` (None values dropped, as TOML has no null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(dataclasses.asdict(settings))
