@@ -1,0 +1,81 @@
+"""``screenlib init``: write a commented assay-settings template for an export or a plate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from screenlib.errors import InputError
+from screenlib.settings_template import guess_stain, settings_template
+
+
+def detect_channel_names(source: Path, pattern: str | None = None) -> tuple[list[str], str]:
+    """Channel names of a Zarr plate or a microscope export, and where they came from.
+
+    A Zarr plate gives its stored names. An export gives the names its side-car files
+    (ImageXpress ``.HTD`` / MetaSeries tags, Operetta ``Index.idx.xml``, CellVoyager ``.mrf``)
+    state, or the vendor's default names (``w1``, ``ch1``, ``C01``) from the file names.
+    """
+    from screenlib.ingest import detect_convention, scan_export
+    from screenlib.ingest._ingest import _DEFAULT_CHANNEL_NAME, _add_metaseries
+    from screenlib.ingest._vendor import VendorMetadata, read_side_cars
+
+    if (source / "zarr.json").is_file():
+        from screenlib.store import open_plate
+
+        plate = open_plate(source)
+        return list(plate.channel_names), f"Zarr plate {plate.name}"
+    if not source.is_dir():
+        raise InputError(f"{source}: not a folder; point init at an export folder or a .zarr plate")
+    convention = "generic" if pattern else detect_convention(source)
+    scan = scan_export(source, convention, pattern)
+    vendor = read_side_cars(source, convention) if convention != "generic" else VendorMetadata()
+    keys = list(scan.images)
+    dims = {
+        "n_fields": max(k.field for k in keys) + 1,
+        "n_channels": max(k.channel for k in keys) + 1,
+        "n_timepoints": max(k.timepoint for k in keys) + 1,
+        "n_z": max(k.z for k in keys) + 1,
+    }
+    if convention == "imagexpress" and vendor.channel_names is None:
+        _add_metaseries(vendor, scan, dims)
+    names = list(vendor.channel_names or [])
+    n_channels = max(dims["n_channels"], len(names))
+    template = _DEFAULT_CHANNEL_NAME[convention]
+    names += [template.format(c + 1) for c in range(len(names), n_channels)]
+    return names[:n_channels], f"{convention} export"
+
+
+@click.command("init")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("settings.toml"),
+    show_default=True,
+    help="Where to write the settings template.",
+)
+@click.option("--pattern", default=None, help="Regex for non-standard file names (as in ingest).")
+@click.option("--force", is_flag=True, help="Overwrite an existing settings file.")
+def command(source: Path, out_path: Path, pattern: str | None, force: bool) -> None:
+    """Write a commented assay-settings template for SOURCE (an export folder or a .zarr plate).
+
+    The channels found in SOURCE are mapped to stains by their names (Hoechst/DAPI ->
+    hoechst, FITC/Annexin/488 -> annexin_v, PI/Texas Red/561 -> pi); check them, then pass
+    the file to `screenlib run --settings`.
+    """
+    if out_path.exists() and not force:
+        raise InputError(f"{out_path} already exists; choose another --out or pass --force")
+    names, origin = detect_channel_names(source, pattern)
+    stains = [guess_stain(name) for name in names]
+    text = settings_template(names, stains)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_path.with_name(f".{out_path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(out_path)
+    click.echo(f"Channels found in the {origin}:")
+    for index, (name, stain) in enumerate(zip(names, stains, strict=True)):
+        click.echo(f"  {index}: {name!r:30} -> {stain or 'not recognised (edit the file)'}")
+    click.echo(f"Wrote {out_path}; check the [[channels]] tables before running.")

@@ -1,0 +1,238 @@
+"""Example cell crops per class: an RGB composite with the nucleus outline, from real wells.
+
+Hoechst is shown blue, Annexin V green and PI red, so an early-apoptotic cell shows a green
+ring around a blue nucleus and a late-apoptotic one a red (PI-filled) nucleus inside a green
+ring. All crops share one display range per channel, so brightness compares across classes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.image import imsave
+from skimage.segmentation import find_boundaries
+
+from screenlib.settings import AssaySettings
+
+GALLERY_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
+# display colour of each stain in the composite (RGB weights)
+STAIN_COLORS = {
+    "hoechst": (0.15, 0.35, 1.0),
+    "annexin_v": (0.0, 1.0, 0.0),
+    "pi": (1.0, 0.0, 0.0),
+}
+
+
+# below 1 lifts dim structures (a faint Annexin rim) without saturating bright nuclei
+DISPLAY_GAMMA = 0.75
+
+
+@dataclass(frozen=True)
+class CellCrop:
+    """One example cell: its composite crop (PNG bytes) and where it came from."""
+
+    cell_class: str
+    well: str
+    field: int
+    timepoint: int
+    label: int
+    png: bytes
+    annexin: float
+    pi: float
+
+
+def stain_channel_indices(channel_names: list[str], settings: AssaySettings) -> dict[str, int]:
+    """Channel index of each stain in the plate, from the settings' channel table.
+
+    A channel's ``name`` wins when it matches a plate channel name; otherwise its ``index``.
+    """
+    indices = {}
+    for channel in settings.channels:
+        if channel.name is not None and channel.name in channel_names:
+            indices[channel.stain] = channel_names.index(channel.name)
+        elif channel.index is not None and channel.index < len(channel_names):
+            indices[channel.stain] = channel.index
+    return indices
+
+
+def composite_rgb(
+    channels: np.ndarray,
+    stain_indices: dict[str, int],
+    display_ranges: dict[str, tuple[float, float]],
+) -> np.ndarray:
+    """An RGB float image in [0, 1] from a ``(C, Y, X)`` field: Hoechst blue, Annexin green,
+    PI red, each scaled by its display range (low, high) and a gamma of 0.75."""
+    shape = channels.shape[1:]
+    rgb = np.zeros((*shape, 3), dtype=np.float32)
+    for stain, color in STAIN_COLORS.items():
+        if stain not in stain_indices or stain not in display_ranges:
+            continue
+        low, high = display_ranges[stain]
+        plane = channels[stain_indices[stain]].astype(np.float32)
+        scaled = np.clip((plane - low) / max(high - low, 1e-9), 0.0, 1.0) ** DISPLAY_GAMMA
+        rgb += scaled[..., None] * np.asarray(color, dtype=np.float32)
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def _crop(image: np.ndarray, center_y: float, center_x: float, half: int) -> np.ndarray:
+    """A ``2*half`` square crop around a point, zero-padded at the image edge."""
+    padded = np.pad(
+        image,
+        [(half, half), (half, half)] + [(0, 0)] * (image.ndim - 2),
+        mode="constant",
+    )
+    y = int(round(center_y)) + half
+    x = int(round(center_x)) + half
+    return padded[y - half : y + half, x - half : x + half]
+
+
+def _outlined(rgb: np.ndarray, labels: np.ndarray, label: int, zoom: int) -> np.ndarray:
+    """Zoom a crop (nearest neighbour) and draw the cell's outline white, neighbours grey."""
+    big = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+    big_labels = np.repeat(np.repeat(labels, zoom, axis=0), zoom, axis=1)
+    others = find_boundaries(np.where(big_labels == label, 0, big_labels), mode="inner")
+    big[others] = 0.5 * big[others] + 0.25
+    own = find_boundaries(big_labels == label, mode="inner")
+    big[own] = 1.0
+    return big
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    imsave(buffer, np.ascontiguousarray(rgb), format="png")
+    return buffer.getvalue()
+
+
+def choose_example_cells(
+    cells: pd.DataFrame, per_class: int = 6, fields_per_class: int = 2, seed: int = 0
+) -> pd.DataFrame:
+    """Example cells per class, drawn from the fields richest in that class.
+
+    Cells touching the image border are skipped. Drawing from few fields keeps the number of
+    fields read small; a fixed seed makes the gallery the same on every run.
+    """
+    if "cell_class" not in cells.columns or cells.empty:
+        return cells.iloc[0:0]
+    candidates = cells
+    if "touches_border" in cells.columns:
+        candidates = cells[~cells["touches_border"].astype(bool)]
+    rng = np.random.default_rng(seed)
+    chosen = []
+    key = ["well", "field", "timepoint"]
+    for cell_class in GALLERY_CLASSES:
+        of_class = candidates[candidates["cell_class"] == cell_class]
+        if of_class.empty:
+            continue
+        counts = of_class.groupby(key).size().sort_values(ascending=False, kind="stable")
+        fields = counts.index[:fields_per_class]
+        per_field = max(1, -(-per_class // len(fields)))
+        picked = []
+        for field_key in fields:
+            in_field = of_class[
+                (of_class["well"] == field_key[0])
+                & (of_class["field"] == field_key[1])
+                & (of_class["timepoint"] == field_key[2])
+            ]
+            take = min(per_field, len(in_field))
+            picked.append(in_field.iloc[np.sort(rng.choice(len(in_field), take, replace=False))])
+        chosen.append(pd.concat(picked).head(per_class))
+    return pd.concat(chosen) if chosen else cells.iloc[0:0]
+
+
+def cell_gallery(
+    plate,
+    cells: pd.DataFrame,
+    settings: AssaySettings,
+    *,
+    per_class: int = 6,
+    pixel_size_um: float | None = None,
+    annexin_feature: str | None = None,
+    pi_feature: str | None = None,
+) -> list[CellCrop]:
+    """Composite crops of example cells of each class, read from the plate.
+
+    Parameters
+    ----------
+    plate
+        An open plate (``screenlib.store.Plate``) with raw channels and ``nuclei`` labels.
+    cells
+        Per-cell table with ``cell_class``, ``well``, ``field``, ``timepoint``, ``label``,
+        ``centroid_y``, ``centroid_x``.
+    settings
+        Assay settings (channel → stain, nucleus size for the crop size).
+    """
+    # only cells whose field is in this plate (a table may span several plates)
+    in_plate = cells["well"].isin(set(plate.wells))
+    if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
+        in_plate &= cells["plate"] == plate.name
+    examples = choose_example_cells(cells[in_plate], per_class=per_class)
+    if examples.empty:
+        return []
+    stain_indices = stain_channel_indices(list(plate.channel_names), settings)
+    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
+    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
+    diameter_px = settings.segmentation.nucleus_diameter_um / pixel_size
+    half = int(np.clip(round(2.0 * diameter_px), 16, 64))
+    zoom = max(1, int(round(128 / (2 * half))))
+    annexin_feature = annexin_feature or settings.gating.annexin_feature
+    pi_feature = pi_feature or settings.gating.pi_feature
+
+    key = ["well", "field", "timepoint"]
+    fields = {}
+    for (well, field, timepoint), _ in examples.groupby(key, sort=False):
+        image = np.asarray(plate.read_field(well, int(field), timepoint=int(timepoint)))
+        labels = np.asarray(plate.read_labels(well, int(field), timepoint=int(timepoint)))
+        fields[(well, int(field), int(timepoint))] = (image, labels)
+
+    # one display range per stain over all fields read: 0.5th to 99.7th percentile
+    display_ranges = {}
+    for stain, channel in stain_indices.items():
+        pixels = np.concatenate(
+            [image[channel][::2, ::2].ravel() for image, _ in fields.values()]
+        ).astype(np.float32)
+        low, high = np.percentile(pixels, [0.5, 99.7])
+        display_ranges[stain] = (float(low), float(max(high, low + 1e-6)))
+
+    crops = []
+    for row in examples.itertuples(index=False):
+        image, labels = fields[(row.well, int(row.field), int(row.timepoint))]
+        rgb = composite_rgb(image, stain_indices, display_ranges)
+        crop_rgb = _crop(rgb, row.centroid_y, row.centroid_x, half)
+        crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
+        picture = _outlined(crop_rgb, crop_labels, int(row.label), zoom)
+        crops.append(
+            CellCrop(
+                cell_class=row.cell_class,
+                well=str(row.well),
+                field=int(row.field),
+                timepoint=int(row.timepoint),
+                label=int(row.label),
+                png=_png(picture),
+                annexin=float(getattr(row, annexin_feature, np.nan)),
+                pi=float(getattr(row, pi_feature, np.nan)),
+            )
+        )
+    return crops
+
+
+def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None:
+    """All crops of one class side by side (for ``figures/gallery_<class>.png``)."""
+    from matplotlib.image import imread
+
+    if not crops:
+        return None
+    tiles = [imread(io.BytesIO(crop.png))[..., :3] for crop in crops]
+    size = tiles[0].shape[0]
+    gap = 4
+    n_rows = -(-len(tiles) // columns)
+    width = min(len(tiles), columns)
+    mosaic = np.ones((n_rows * (size + gap) - gap, width * (size + gap) - gap, 3), np.float32)
+    for index, tile in enumerate(tiles):
+        r, c = divmod(index, columns)
+        mosaic[
+            r * (size + gap) : r * (size + gap) + size, c * (size + gap) : c * (size + gap) + size
+        ] = tile
+    return mosaic
