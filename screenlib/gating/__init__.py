@@ -1,0 +1,29 @@
+"""Gating: per-cell Annexin V / PI quadrant classes from gates learned on the plate's controls."""
+
+from screenlib.gating.classify import (
+    CELL_CLASSES,
+    DEBRIS,
+    classify_cells,
+    compare_annexin_features,
+    feature_separation,
+)
+from screenlib.gating.gates import (
+    Gates,
+    estimate_bleedthrough,
+    gates_from_dict,
+    gates_to_dict,
+    learn_gates,
+)
+
+__all__ = [
+    "CELL_CLASSES",
+    "DEBRIS",
+    "Gates",
+    "classify_cells",
+    "compare_annexin_features",
+    "estimate_bleedthrough",
+    "feature_separation",
+    "gates_from_dict",
+    "gates_to_dict",
+    "learn_gates",
+]

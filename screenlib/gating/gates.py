@@ -1,0 +1,480 @@
+"""Quadrant gates on Annexin V and PI, learned per timepoint from the plate's own controls.
+
+Vehicle (``negative_control``) wells are mostly viable but carry a few percent of apoptotic
+and necrotic cells of their own, so a plain upper percentile of their intensities would cut
+into the positive populations. The negative population is instead described robustly: on a
+glog scale chosen to make its bulk symmetric, the gate sits ``k_mad`` robust standard
+deviations (1.4826 x MAD) above the median (``method="robust"``), or at the valley of the
+density of all cells of the plate (the mixture of negative and positive populations) between
+the negative centre and the positive mode, kept within 2 to ``k_mad`` robust SDs
+(``method="mixture"``). Positive-control wells check the result. Manual gates override.
+
+PI is compensated for FITC (Annexin V) bleed-through before gating:
+``pi_compensated = pi - b * annexin`` where ``annexin`` is ``gating.bleedthrough_feature``
+(the ring mean by default: like the PI nucleus mean it averages the Annexin signal over a
+region rather than picking its brightest pixels); ``b`` is the robust (Theil-Sen) slope of PI
+on that feature among PI-negative cells of the whole plate (bleed-through is a property of the
+optics, so one ``b`` serves all timepoints), unless given in the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from screenlib.errors import InputError, SettingsError
+from screenlib.gating._robust import (
+    NegativePopulation,
+    density_valley,
+    estimate_negative,
+)
+from screenlib.settings import GatingSettings
+
+_MIN_CONTROL_CELLS = 50
+_BLEED_SAMPLE = 1500
+_BLEED_ITERATIONS = 6
+
+
+@dataclass
+class Gates:
+    """Gates of one plate and timepoint, in the units of the per-cell features.
+
+    Attributes
+    ----------
+    timepoint
+        0-based timepoint the gates belong to.
+    annexin_feature, pi_feature
+        Per-cell columns the gates apply to.
+    annexin_gate
+        Cells with ``annexin_feature > annexin_gate`` are Annexin V positive.
+    pi_gate
+        Cells with compensated PI ``pi_feature - bleedthrough * bleedthrough_feature >
+        pi_gate`` are PI positive.
+    bleedthrough_annexin_to_pi
+        Fraction of ``bleedthrough_feature`` that appears in the PI feature.
+    method
+        How the gates were found, e.g. ``"robust"``, ``"mixture"``, ``"manual"``,
+        ``"annexin: manual, pi: robust"``.
+    n_control_cells
+        Vehicle cells the gates were learned from.
+    marker_gates
+        Extra plugin stains: ``{stain: {"feature": column, "gate": value}}``.
+    details
+        How the gates were found (scales, centres, spreads, checks, warnings); JSON-safe.
+    """
+
+    timepoint: int
+    annexin_feature: str
+    pi_feature: str
+    annexin_gate: float
+    pi_gate: float
+    bleedthrough_annexin_to_pi: float
+    method: str
+    n_control_cells: int
+    bleedthrough_feature: str = "annexin_v_ring_mean"
+    marker_gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def gates_to_dict(gates: Mapping[int, Gates]) -> dict[str, Any]:
+    """A JSON-serialisable mapping ``{"<timepoint>": {...gate fields...}}`` (NaN becomes null).
+
+    Examples
+    --------
+    >>> import json
+    >>> g = Gates(0, "annexin_v_ring_p90", "pi_nucleus_mean", 350.0, 60.0, 0.05, "manual", 0)
+    >>> json.loads(json.dumps(gates_to_dict({0: g})))["0"]["annexin_gate"]
+    350.0
+    """
+    return {str(tp): _json_safe(dataclasses.asdict(g)) for tp, g in sorted(gates.items())}
+
+
+def gates_from_dict(data: Mapping[str, Any]) -> dict[int, Gates]:
+    """Inverse of :func:`gates_to_dict` (for re-gating from a saved ``gates.json``)."""
+    result = {}
+    for key, item in data.items():
+        values = dict(item)
+        for name in ("annexin_gate", "pi_gate", "bleedthrough_annexin_to_pi"):
+            if values.get(name) is None:
+                values[name] = float("nan")
+        result[int(key)] = Gates(**values)
+    return result
+
+
+def _require_columns(table: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{what} lacks column(s) {', '.join(missing)}; "
+            f"it has {', '.join(map(str, table.columns))}"
+            " — set gating.annexin_feature, gating.pi_feature and gating.bleedthrough_feature"
+            " to columns of the per-cell table"
+        )
+
+
+def usable_cells(cells: pd.DataFrame, settings: GatingSettings) -> np.ndarray:
+    """Boolean mask of cells that are not debris by area (and have finite features)."""
+    mask = np.ones(len(cells), dtype=bool)
+    if "area_um2" in cells.columns:
+        mask &= cells["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2
+    for column in (settings.annexin_feature, settings.pi_feature):
+        mask &= np.isfinite(cells[column].to_numpy(dtype=float))
+    return mask
+
+
+def _roles(cells: pd.DataFrame, platemap: pd.DataFrame | None) -> np.ndarray:
+    if platemap is None or len(platemap) == 0:
+        return np.full(len(cells), "sample", dtype=object)
+    _require_columns(platemap, ["well", "role"], "plate map")
+    role_of = dict(zip(platemap["well"].astype(str), platemap["role"].astype(str), strict=True))
+    return cells["well"].astype(str).map(role_of).fillna("unknown").to_numpy(dtype=object)
+
+
+def estimate_bleedthrough(
+    annexin: np.ndarray, pi: np.ndarray, pi_negative: np.ndarray, seed: int = 0
+) -> float:
+    """Robust (Theil-Sen) slope of PI on Annexin among PI-negative cells, at least 0.
+
+    Parameters
+    ----------
+    annexin, pi
+        Per-cell feature values (linear, background-corrected).
+    pi_negative
+        Boolean mask of cells taken as PI negative.
+    seed
+        Seed of the subsample (at most 1500 cells) the slope is fitted on.
+
+    Returns
+    -------
+    float
+        The bleed-through coefficient; NaN when fewer than 20 cells qualify.
+    """
+    x = np.asarray(annexin, dtype=float)[pi_negative]
+    y = np.asarray(pi, dtype=float)[pi_negative]
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 20 or np.ptp(x) <= 0:
+        return float("nan")
+    if x.size > _BLEED_SAMPLE:
+        # Sample evenly over annexin ranks so the few bright (early apoptotic) cells that give
+        # the slope its leverage are kept.
+        order = np.argsort(x)
+        rng = np.random.default_rng(seed)
+        picks = np.unique(
+            np.concatenate(
+                [
+                    order[np.linspace(0, x.size - 1, _BLEED_SAMPLE // 2).astype(int)],
+                    rng.choice(x.size, _BLEED_SAMPLE // 2, replace=False),
+                ]
+            )
+        )
+        x, y = x[picks], y[picks]
+    slope = stats.theilslopes(y, x).slope
+    return float(max(slope, 0.0))
+
+
+def _learned_gate(
+    values_negative: np.ndarray,
+    values_all: np.ndarray,
+    settings: GatingSettings,
+) -> tuple[float, str, dict[str, Any], NegativePopulation]:
+    negative = estimate_negative(values_negative)
+    robust_gate = negative.gate(settings.k_mad)
+    info: dict[str, Any] = {
+        "scale": "linear"
+        if negative.scale.cofactor is None
+        else f"asinh(x / {negative.scale.cofactor:.6g})",
+        "cofactor": negative.scale.cofactor,
+        "negative_median": float(negative.scale.inverse(negative.center)),
+        "negative_center_glog": negative.center,
+        "negative_robust_sd_glog": negative.spread,
+        "k_mad": settings.k_mad,
+        "robust_gate": robust_gate,
+    }
+    if settings.method == "mixture":
+        boundary, valley_info = density_valley(
+            negative.scale.forward(values_all), negative, settings.k_mad
+        )
+        info["density_valley"] = valley_info
+        if boundary is not None:
+            return float(negative.scale.inverse(boundary)), "mixture", info, negative
+        info["mixture_fallback"] = "no positive population beyond k_mad; robust gate used"
+    return robust_gate, "robust", info, negative
+
+
+def learn_gates(
+    cells: pd.DataFrame,
+    platemap: pd.DataFrame | None,
+    settings: GatingSettings,
+    marker_features: Mapping[str, str] | None = None,
+) -> dict[int, Gates]:
+    """Learn Annexin V / PI quadrant gates per timepoint from the vehicle wells of one plate.
+
+    Parameters
+    ----------
+    cells
+        Per-cell table of one plate (``well``, ``timepoint``, ``area_um2`` and the gating
+        features named in ``settings``).
+    platemap
+        Plate map with ``well`` and ``role``; ``negative_control`` wells train the gates,
+        ``positive_control`` wells check them.
+    settings
+        Gating settings: features, method, ``k_mad``, manual gates, bleed-through.
+    marker_features
+        Extra plugin stains to gate the same way, ``{stain: feature column}``.
+
+    Returns
+    -------
+    dict[int, Gates]
+        Gates per timepoint present in ``cells``.
+
+    Examples
+    --------
+    >>> from screenlib.gating.synthetic_cells import simulate_cell_table, example_platemap
+    >>> platemap = example_platemap()
+    >>> cells = simulate_cell_table(platemap, seed=1)
+    >>> gates = learn_gates(cells, platemap, GatingSettings())
+    >>> sorted(gates), gates[0].method
+    ([0], 'mixture')
+    """
+    marker_features = dict(marker_features or {})
+    _require_columns(
+        cells,
+        [
+            "well",
+            settings.annexin_feature,
+            settings.pi_feature,
+            settings.bleedthrough_feature,
+            *marker_features.values(),
+        ],
+        "per-cell table",
+    )
+    if settings.method not in ("robust", "mixture"):
+        raise SettingsError(f"gating.method must be 'robust' or 'mixture', got {settings.method!r}")
+    if "plate" in cells.columns and cells["plate"].nunique() > 1:
+        raise InputError(
+            "learn_gates got cells of several plates "
+            f"({', '.join(map(str, cells['plate'].unique()[:5]))}); gates are learned per plate — "
+            "call it once per plate"
+        )
+    timepoint = (
+        cells["timepoint"].to_numpy(dtype=int)
+        if "timepoint" in cells.columns
+        else np.zeros(len(cells), dtype=int)
+    )
+    roles = _roles(cells, platemap)
+    usable = usable_cells(cells, settings)
+    annexin = cells[settings.annexin_feature].to_numpy(dtype=float)
+    pi = cells[settings.pi_feature].to_numpy(dtype=float)
+    leaking = np.nan_to_num(cells[settings.bleedthrough_feature].to_numpy(dtype=float))
+    negative_mask = usable & (roles == "negative_control")
+    positive_mask = usable & (roles == "positive_control")
+    manual_annexin = settings.annexin_gate is not None
+    manual_pi = settings.pi_gate is not None
+    fully_manual = manual_annexin and manual_pi and settings.bleedthrough_annexin_to_pi is not None
+
+    timepoints = sorted(set(timepoint.tolist())) or [0]
+    # Vehicle cells per timepoint; a timepoint without vehicle cells borrows all timepoints'.
+    training: dict[int, np.ndarray] = {}
+    borrowed: set[int] = set()
+    for tp in timepoints:
+        mask = negative_mask & (timepoint == tp)
+        if mask.sum() < _MIN_CONTROL_CELLS:
+            mask = negative_mask
+            borrowed.add(tp)
+        training[tp] = mask
+    if negative_mask.sum() < _MIN_CONTROL_CELLS and not fully_manual:
+        raise InputError(
+            f"only {int(negative_mask.sum())} usable cells in negative_control (vehicle) wells; "
+            f"at least {_MIN_CONTROL_CELLS} are needed to learn gates — mark the vehicle wells "
+            "with role 'negative_control' in the plate map, or give gating.annexin_gate, "
+            "gating.pi_gate and gating.bleedthrough_annexin_to_pi in the assay settings"
+        )
+
+    # Annexin gates first: they do not depend on the PI compensation.
+    annexin_gates: dict[int, tuple[float, str, dict[str, Any]]] = {}
+    for tp in timepoints:
+        if manual_annexin:
+            annexin_gates[tp] = (float(settings.annexin_gate), "manual", {})
+        else:
+            here = usable & (timepoint == tp)
+            gate, how, info, _ = _learned_gate(annexin[training[tp]], annexin[here], settings)
+            annexin_gates[tp] = (gate, how, info)
+
+    def loose_pi_negative(bleed: float) -> np.ndarray:
+        """Cells below twice the PI gate's distance from the vehicle median (no truncation
+        of the negative population's noise, which would bias the slope)."""
+        selected = np.zeros(len(cells), dtype=bool)
+        for tp in timepoints:
+            here = usable & (timepoint == tp)
+            compensated = pi - bleed * leaking
+            median = float(np.median(compensated[training[tp]]))
+            gate = (
+                float(settings.pi_gate)
+                if manual_pi
+                else estimate_negative(compensated[training[tp]]).gate(settings.k_mad)
+            )
+            selected |= here & (compensated <= median + 2.0 * max(gate - median, 0.0))
+        return selected
+
+    annexin_positive = np.zeros(len(cells), dtype=bool)
+    for tp in timepoints:
+        annexin_positive |= (timepoint == tp) & (annexin > annexin_gates[tp][0])
+
+    bleed_info: dict[str, Any] = {}
+    if settings.bleedthrough_annexin_to_pi is not None:
+        bleed = float(settings.bleedthrough_annexin_to_pi)
+        bleed_info["source"] = "settings"
+    else:
+        # Early apoptotic cells (Annexin+/PI-) give the slope its leverage; among Annexin-
+        # cells the leaking feature is mostly noise and would attenuate a fitted slope. The
+        # first pass allows up to 100 % bleed-through so those cells are not cut away.
+        bleed = 1.0
+        history: list[float] = []
+        basis = "Annexin-positive, PI-negative cells"
+        for _ in range(_BLEED_ITERATIONS):
+            pi_negative = loose_pi_negative(bleed)
+            chosen = pi_negative & annexin_positive
+            if chosen.sum() < 30:
+                chosen = pi_negative
+                basis = "PI-negative cells (too few Annexin-positive ones)"
+            estimate = estimate_bleedthrough(leaking, pi, chosen)
+            if not np.isfinite(estimate):
+                estimate = 0.0
+                basis = "too few PI-negative cells; no compensation"
+                history.append(estimate)
+                bleed = estimate
+                break
+            history.append(estimate)
+            converged = abs(estimate - bleed) < 1e-3 * max(abs(estimate), 1e-3)
+            bleed = estimate
+            if converged:
+                break
+        bleed_info = {
+            "source": f"estimated: Theil-Sen slope of {settings.pi_feature} on "
+            f"{settings.bleedthrough_feature} among {basis}",
+            "iterations": history,
+            "n_cells": int(chosen.sum()),
+        }
+
+    gates: dict[int, Gates] = {}
+    for tp in timepoints:
+        here = usable & (timepoint == tp)
+        train = training[tp]
+        details: dict[str, Any] = {
+            "n_usable_cells": int(here.sum()),
+            "bleedthrough": bleed_info,
+            "warnings": [],
+        }
+        if tp in borrowed:
+            details["warnings"].append(
+                f"timepoint {tp} has fewer than {_MIN_CONTROL_CELLS} vehicle cells; "
+                "gates learned from the vehicle cells of all timepoints"
+            )
+        methods = {}
+        compensated = pi - bleed * leaking
+        annexin_gate, methods["annexin"], annexin_info = annexin_gates[tp]
+        if annexin_info:
+            details["annexin"] = annexin_info
+        if manual_pi:
+            pi_gate = float(settings.pi_gate)
+            methods["pi"] = "manual"
+        else:
+            pi_gate, methods["pi"], details["pi"], _ = _learned_gate(
+                compensated[train], compensated[here], settings
+            )
+        marker_gates = {}
+        for stain, feature in marker_features.items():
+            values = cells[feature].to_numpy(dtype=float)
+            finite = np.isfinite(values)
+            gate, how, info, _ = _learned_gate(
+                values[train & finite], values[here & finite], settings
+            )
+            marker_gates[stain] = {"feature": feature, "gate": gate, "method": how, "details": info}
+
+        method = (
+            methods["annexin"]
+            if methods["annexin"] == methods["pi"]
+            else f"annexin: {methods['annexin']}, pi: {methods['pi']}"
+        )
+        details["controls"] = _check_controls(
+            annexin, compensated, annexin_gate, pi_gate,
+            negative_mask & (timepoint == tp), positive_mask & (timepoint == tp), settings,
+        )  # fmt: skip
+        details["warnings"].extend(details["controls"].pop("warnings"))
+        for message in details["warnings"]:
+            warnings.warn(f"gating, timepoint {tp}: {message}", stacklevel=2)
+        gates[tp] = Gates(
+            timepoint=int(tp),
+            annexin_feature=settings.annexin_feature,
+            pi_feature=settings.pi_feature,
+            annexin_gate=float(annexin_gate),
+            pi_gate=float(pi_gate),
+            bleedthrough_annexin_to_pi=float(bleed),
+            bleedthrough_feature=settings.bleedthrough_feature,
+            method=method,
+            n_control_cells=int(train.sum()),
+            marker_gates=marker_gates,
+            details=_json_safe(details),
+        )
+    return gates
+
+
+def _check_controls(
+    annexin: np.ndarray,
+    pi_compensated: np.ndarray,
+    annexin_gate: float,
+    pi_gate: float,
+    negative: np.ndarray,
+    positive: np.ndarray,
+    settings: GatingSettings,
+) -> dict[str, Any]:
+    """Positive fractions in vehicle and positive-control cells; warnings on poor separation."""
+    result: dict[str, Any] = {"warnings": []}
+    for name, mask in (("negative_control", negative), ("positive_control", positive)):
+        n = int(mask.sum())
+        result[f"{name}_n_cells"] = n
+        if n == 0:
+            continue
+        annexin_positive = annexin[mask] > annexin_gate
+        pi_positive = pi_compensated[mask] > pi_gate
+        result[f"{name}_annexin_positive_fraction"] = float(annexin_positive.mean())
+        result[f"{name}_pi_positive_fraction"] = float(pi_positive.mean())
+        result[f"{name}_apoptotic_fraction"] = float(annexin_positive.mean())
+    if result["positive_control_n_cells"] == 0:
+        result["warnings"].append("no positive-control cells; the gates could not be checked")
+        return result
+    if result["negative_control_n_cells"] == 0:
+        return result
+    separation = (
+        result["positive_control_apoptotic_fraction"]
+        - result["negative_control_apoptotic_fraction"]
+    )
+    result["apoptotic_fraction_separation"] = separation
+    if separation < settings.min_control_separation:
+        result["warnings"].append(
+            "poor separation: apoptotic fraction "
+            f"{result['positive_control_apoptotic_fraction']:.3f} in positive controls vs "
+            f"{result['negative_control_apoptotic_fraction']:.3f} in vehicle"
+            f" (difference below gating.min_control_separation = {settings.min_control_separation})"
+        )
+    return result
