@@ -1,0 +1,99 @@
+"""``screenlib fit``: dose-response curves from a tidy table, ``wells.csv`` or an MTT plate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from screenlib.errors import InputError
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep=None, engine="python")
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise InputError(f"cannot read table {path}: {error}") from error
+
+
+@click.command()
+@click.argument("table", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write one row per curve (CSV).",
+)
+@click.option(
+    "--mtt",
+    is_flag=True,
+    help="TABLE is plate-reader absorbance (grid or long form); needs --layout.",
+)
+@click.option(
+    "--layout",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Plate map of the MTT plate (blank wells: role 'blank'; vehicle: 'vehicle').",
+)
+@click.option(
+    "--settings",
+    "settings_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Assay settings TOML; its [fit] section is used.",
+)
+def command(
+    table: Path, out_path: Path, mtt: bool, layout: Path | None, settings_path: Path | None
+) -> None:
+    """Fit 4PL dose-response curves and write IC50s, intervals and flags.
+
+    \b
+    TABLE is one of
+      * a tidy table: sample, compound, concentration_molar and response
+        (or n_positive + n_total for fractions fitted on counts), optional readout;
+      * a wells.csv from `screenlib run` (apoptotic_fraction, relative_cell_count);
+      * with --mtt, plate-reader absorbance at 570 nm plus --layout.
+    """
+    from screenlib.doseresponse.mtt import fit_mtt
+    from screenlib.doseresponse.table import fit_table, fit_wells
+    from screenlib.settings import load_settings
+
+    settings = load_settings(settings_path)
+    if mtt:
+        if layout is None:
+            raise InputError("--mtt needs --layout PLATEMAP.csv (blank, vehicle and dose wells)")
+        fits = fit_mtt(table, layout, settings)
+    else:
+        data = _read_table(table)
+        columns = set(data.columns)
+        if "response" in columns or {"n_positive", "n_total"} <= columns:
+            missing = [c for c in ("concentration_molar",) if c not in columns]
+            if missing:
+                raise InputError(f"{table}: missing column(s) {', '.join(missing)}")
+            fits = fit_table(data, settings)
+        elif set(settings.fit.responses) & columns:
+            fits = fit_wells(data, settings)
+        else:
+            raise InputError(
+                f"{table}: needs columns concentration_molar and response (or n_positive and "
+                f"n_total), or a wells.csv with {', '.join(settings.fit.responses)}; "
+                f"found: {', '.join(map(str, data.columns))}"
+            )
+        used = [
+            c
+            for c in ("concentration_molar", "response", "n_positive", "n_total")
+            + tuple(settings.fit.responses)
+            if c in columns
+        ]
+        n_missing = int(data[used].isna().any(axis=1).sum())
+        if n_missing:
+            click.echo(
+                f"note: {n_missing} row(s) of {table} have missing values in "
+                f"{', '.join(used)}; dropped from their curves (see the notes column)"
+            )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fits.to_csv(out_path, index=False)
+    n_flagged = int((fits.get("flags", pd.Series(dtype=str)).fillna("") != "").sum())
+    click.echo(f"{len(fits)} curve(s) fitted, {n_flagged} flagged -> {out_path}")

@@ -1,0 +1,26 @@
+"""Dose-response fitting: 4PL IC50/EC50 with profile intervals and flags, GR metrics, MTT.
+
+``fit_curve`` fits one curve; ``fit_table`` a tidy table; ``fit_wells`` a ``wells.csv``
+(``fits.csv``, one row per sample x compound x readout); ``fit_mtt`` a plate-reader export.
+"""
+
+from screenlib.doseresponse.fit import FLAGS, CurveFit, fit_curve
+from screenlib.doseresponse.gr import fit_gr, gr_table, gr_values
+from screenlib.doseresponse.model import four_parameter_logistic
+from screenlib.doseresponse.mtt import absorbance_to_viability, fit_mtt, read_absorbance
+from screenlib.doseresponse.table import fit_table, fit_wells
+
+__all__ = [
+    "FLAGS",
+    "CurveFit",
+    "absorbance_to_viability",
+    "fit_curve",
+    "fit_gr",
+    "fit_mtt",
+    "fit_table",
+    "fit_wells",
+    "four_parameter_logistic",
+    "gr_table",
+    "gr_values",
+    "read_absorbance",
+]
