@@ -1,0 +1,214 @@
+"""Intensity corrections: camera offset, smooth background and flat-field (illumination).
+
+The flat-field profile is estimated per plate and channel from many fields (block statistics,
+median over fields, which removes the cells that sit at different places in every field),
+smoothed and scaled to mean 1; dividing a field by it evens out vignetting. Background is
+removed per field with a grey opening of block means (objects smaller than the window vanish).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from screenlib.errors import InputError
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor`` x ``factor`` blocks (edges padded by reflection) as float32.
+
+    Examples
+    --------
+    >>> block_mean(np.arange(16, dtype=np.float32).reshape(4, 4), 2)
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
+    """
+    if factor == 1:
+        return np.array(image, dtype=np.float32)  # a copy: callers correct it in place
+    height, width = image.shape
+    pad_y, pad_x = -height % factor, -width % factor
+    if pad_y or pad_x:
+        image = np.pad(image, ((0, pad_y), (0, pad_x)), mode="reflect")
+    total = np.zeros((image.shape[0] // factor, image.shape[1] // factor), dtype=np.float32)
+    # summing strided views is several times faster than reshape(...).mean(axis=(1, 3))
+    for dy in range(factor):
+        for dx in range(factor):
+            total += image[dy::factor, dx::factor]
+    total *= 1.0 / (factor * factor)
+    return total
+
+
+def upsample_nearest(labels: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Repeat each coarse pixel ``factor`` times along both axes and crop to ``shape``."""
+    if factor == 1:
+        return labels[: shape[0], : shape[1]]
+    full = np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)
+    if full.shape != tuple(shape):
+        full = np.ascontiguousarray(full[: shape[0], : shape[1]])
+    return full
+
+
+def smooth_background(image: np.ndarray, block_px: int, window_blocks: int = 5) -> np.ndarray:
+    """Smooth background of ``image``: grey opening of block means, interpolated back.
+
+    Objects smaller than ``window_blocks`` blocks are removed by the opening (the minimum over
+    the window, then the maximum); the result is smoothed and linearly interpolated back to the
+    shape of ``image``.
+    """
+    return resize_linear(background_blocks(image, block_px, window_blocks), image.shape)
+
+
+def background_blocks(image: np.ndarray, block_px: int, window_blocks: int = 5) -> np.ndarray:
+    """The background of :func:`smooth_background` on its block grid (before interpolation)."""
+    block_px = max(1, int(block_px))
+    blocks = block_mean(image, block_px)
+    window = max(1, min(window_blocks, min(blocks.shape)))
+    opened = ndi.grey_opening(blocks, size=(window, window), mode="nearest")
+    return ndi.gaussian_filter(opened, sigma=window / 2.0, mode="nearest")
+
+
+def sample_blocks(
+    blocks: np.ndarray, shape: tuple[int, int], y: np.ndarray, x: np.ndarray
+) -> np.ndarray:
+    """Values of a block map (see :func:`background_blocks`) of an image of ``shape`` at
+    image coordinates ``(y, x)``, bilinearly interpolated as :func:`resize_linear` does."""
+    rows = (np.asarray(y, np.float64) + 0.5) * (blocks.shape[0] / shape[0]) - 0.5
+    cols = (np.asarray(x, np.float64) + 0.5) * (blocks.shape[1] / shape[1]) - 0.5
+    return ndi.map_coordinates(blocks.astype(np.float64), [rows, cols], order=1, mode="nearest")
+
+
+def resize_linear(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a small smooth map to ``shape`` (pixel centres aligned), float32."""
+
+    def axis_weights(small: int, large: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        position = (np.arange(large, dtype=np.float32) + 0.5) * (small / large) - 0.5
+        position = np.clip(position, 0, small - 1)
+        lower = np.minimum(position.astype(np.int64), max(small - 2, 0))
+        upper = np.minimum(lower + 1, small - 1)
+        return lower, upper, (position - lower).astype(np.float32)
+
+    image = image.astype(np.float32, copy=False)
+    y0, y1, wy = axis_weights(image.shape[0], shape[0])
+    x0, x1, wx = axis_weights(image.shape[1], shape[1])
+    rows = image[:, x0] * (1 - wx) + image[:, x1] * wx  # (small_y, X): cheap
+    out = rows[y0] * (1 - wy)[:, None]
+    out += rows[y1] * wy[:, None]
+    return out
+
+
+def estimate_camera_offset(image: np.ndarray, percentile: float = 0.1) -> float:
+    """Camera offset (dark level) of one channel: a low percentile of its pixels.
+
+    Screening images always contain background, so the darkest pixels sit at the camera's
+    offset plus a little noise; a regular subsample keeps this cheap.
+    """
+    flat = np.asarray(image).ravel()
+    step = max(1, flat.size // 50_000)
+    return float(np.percentile(flat[::step], percentile))
+
+
+def _block_quantiles(channel: np.ndarray, block_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median and 99th percentile of each ``block_px`` block (every other pixel sampled)."""
+    height, width = channel.shape
+    by, bx = max(1, height // block_px), max(1, width // block_px)
+    step = 2 if block_px >= 8 else 1
+    block_px -= block_px % step  # whole sample steps per block, also for odd block sizes
+    cropped = channel[: by * block_px : step, : bx * block_px : step].astype(np.float32)
+    inner = block_px // step
+    blocks = cropped.reshape(by, inner, bx, inner).transpose(0, 2, 1, 3).reshape(by, bx, -1)
+    low, high = np.percentile(blocks, [50.0, 99.0], axis=-1)
+    return low, high
+
+
+def estimate_flatfield(
+    fields: Iterable[np.ndarray],
+    *,
+    camera_offset: float | None = None,
+    block_px: int | None = None,
+) -> np.ndarray:
+    """Estimate a per-channel illumination profile (mean 1) from many fields of one plate.
+
+    Every field is cut into blocks; per block the median (background) and the 99th
+    percentile (the brightest objects) are taken, and their medians over fields follow
+    ``offset + profile * level``. With a known ``camera_offset`` the profile is the
+    offset-corrected median (cells removed by the median over fields, as in CellProfiler's
+    CorrectIlluminationCalculate). Without it, the offset cancels in the difference of the two
+    statistics, ``profile * (bright - background)``, so no dark frame is needed. The profile is
+    smoothed, interpolated to full size and scaled to mean 1.
+
+    Parameters
+    ----------
+    fields
+        ``(C, Y, X)`` arrays of one plate, all the same shape (a few dozen are typical).
+    camera_offset
+        The camera's dark level, when known (settings ``correction.camera_offset``).
+    block_px
+        Block size; default one eighth of the field's shorter side.
+
+    Returns
+    -------
+    ndarray of float32, shape (C, Y, X)
+        The profile of every channel, mean 1; divide a field by it to correct it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ramp = np.linspace(0.5, 1.5, 64, dtype=np.float32)[None, None, :]
+    >>> fields = [100 + 100 * ramp * rng.uniform(0.9, 1.1, (1, 64, 64)) for _ in range(8)]
+    >>> profile = estimate_flatfield(fields, camera_offset=100.0)
+    >>> bool(profile[0, :, -8:].mean() > 1.3 * profile[0, :, :8].mean())
+    True
+    """
+    lows, highs = [], []
+    shape = None
+    for number, field in enumerate(fields):
+        field = np.asarray(field)
+        if field.ndim != 3:
+            raise InputError(
+                f"flat-field estimation: field {number} has shape {field.shape}, expected (C, Y, X)"
+            )
+        if shape is None:
+            shape = field.shape
+            block_px = block_px or max(4, min(shape[1:]) // 8)
+        elif field.shape != shape:
+            raise InputError(
+                f"flat-field estimation: field {number} has shape {field.shape}, the first "
+                f"had {shape}; all fields of a plate must have the same shape"
+            )
+        quantiles = [_block_quantiles(channel, block_px) for channel in field]
+        lows.append(np.stack([low for low, _ in quantiles]))
+        highs.append(np.stack([high for _, high in quantiles]))
+    if shape is None:
+        raise InputError("flat-field estimation needs at least one field")
+    background = np.median(np.stack(lows), axis=0)
+    if camera_offset is not None:
+        coarse_profiles = background - camera_offset
+    else:
+        coarse_profiles = np.median(np.stack(highs), axis=0) - background
+    out = np.empty(shape, dtype=np.float32)
+    for channel, coarse in enumerate(coarse_profiles):
+        coarse = coarse.astype(np.float32)
+        positive = coarse[coarse > 0]
+        if positive.size == 0:
+            out[channel] = 1.0
+            continue
+        coarse = np.clip(coarse, 0.05 * float(np.median(positive)), None)
+        smooth = ndi.gaussian_filter(coarse, 1.0, mode="nearest")
+        full = resize_linear(smooth, shape[1:])
+        out[channel] = full / full.mean()
+    return out
+
+
+def check_flatfield(flatfield: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate a flat-field profile against a field's ``(C, Y, X)`` shape."""
+    flatfield = np.asarray(flatfield, dtype=np.float32)
+    if flatfield.shape != tuple(shape):
+        raise InputError(
+            f"flat-field profile has shape {flatfield.shape} but the field is {tuple(shape)}; "
+            "estimate it from fields of this plate (estimate_flatfield)"
+        )
+    if not np.all(np.isfinite(flatfield)) or flatfield.min() <= 0:
+        raise InputError("flat-field profile must be finite and positive everywhere")
+    return flatfield

@@ -1,0 +1,63 @@
+"""Per-field image QC: focus, saturation, background, cell count, and the pass/fail call."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from screenlib.settings import QCSettings
+
+
+def focus_score(nuclear_image: np.ndarray, nuclei: np.ndarray, pixel_size_um: float) -> float:
+    """Sharpness of the nuclei: RMS Laplacian over RMS intensity inside them, per µm.
+
+    Dimensionless apart from the 1/µm scale, so it does not depend on exposure or stain
+    brightness; blur lowers it (a defocused field scores a fraction of an in-focus one).
+    Simulated fields at 0.65 µm score about 0.37 in focus and 0.22 / 0.14 / 0.11 with
+    1.5 / 3 / 5 pixels of defocus blur; the scale depends on optics and pixel size, so set
+    ``qc.min_focus_score`` from a plate's own distribution (e.g. half its median). 0 when
+    there are no nuclei.
+
+    Parameters
+    ----------
+    nuclear_image
+        Background-free nuclear image (any grid).
+    nuclei
+        Label image (or mask) of nuclei on the same grid.
+    pixel_size_um
+        Size of one pixel of ``nuclear_image``.
+    """
+    if not np.any(nuclei):
+        return 0.0
+    near = nuclei > 0
+    laplacian = ndi.laplace(nuclear_image.astype(np.float32, copy=False))
+    values = nuclear_image[near].astype(np.float64)
+    energy = float(np.sqrt(np.mean(values**2)))
+    if energy <= 0:
+        return 0.0
+    sharpness = float(np.sqrt(np.mean(laplacian[near].astype(np.float64) ** 2)))
+    return sharpness / energy / pixel_size_um
+
+
+def saturated_fraction(channel: np.ndarray) -> float:
+    """Fraction of pixels at the top of an integer type's range (0 for float images)."""
+    if not np.issubdtype(channel.dtype, np.integer):
+        return 0.0
+    return float(np.count_nonzero(channel == np.iinfo(channel.dtype).max)) / channel.size
+
+
+def qc_call(
+    *, focus: float, saturated: float, n_cells: int, settings: QCSettings
+) -> tuple[bool, str]:
+    """Whether a field passes QC, and why not (reasons joined by ``"; "``, ``""`` when it does)."""
+    reasons = []
+    if settings.min_focus_score > 0 and focus < settings.min_focus_score:
+        reasons.append(f"out of focus (focus_score {focus:.3g} < {settings.min_focus_score:g})")
+    if saturated > settings.max_saturated_fraction:
+        reasons.append(
+            f"saturated ({100 * saturated:.2f} % of pixels > "
+            f"{100 * settings.max_saturated_fraction:g} %)"
+        )
+    if n_cells < settings.min_cells_per_field:
+        reasons.append(f"too few cells ({n_cells} < {settings.min_cells_per_field})")
+    return (not reasons, "; ".join(reasons))

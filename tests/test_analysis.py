@@ -1,0 +1,370 @@
+"""The per-field kernel: segmentation accuracy against simulated truth, exact measurements, QC."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from click.testing import CliRunner
+from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull
+from skimage.filters import threshold_otsu
+from skimage.measure import regionprops_table
+
+from screenlib.analysis import (
+    analyze_field,
+    background_annulus_labels,
+    estimate_flatfield,
+    index_labels,
+    match_labels,
+    region_statistics,
+    ring_labels,
+    segment_nuclei,
+    shape_features,
+)
+from screenlib.analysis.correction import block_mean, upsample_nearest
+from screenlib.errors import InputError, PluginError
+from screenlib.settings import AssaySettings, QCSettings
+from screenlib.simulate import render_bright_among_dim, render_field
+
+STAINS = ["hoechst", "annexin_v", "pi"]
+
+
+def analyze(field, settings=None, flatfield=None):
+    return analyze_field(
+        field.channels,
+        stains=list(field.stains),
+        pixel_size_um=field.pixel_size_um,
+        settings=settings or AssaySettings(),
+        flatfield=flatfield,
+    )
+
+
+def true_class_of_objects(truth: np.ndarray, labels: np.ndarray, cells: pd.DataFrame) -> pd.Series:
+    """Class of the truth nucleus each predicted object overlaps most (IoU-matched only)."""
+    t = truth.ravel().astype(np.int64)
+    p = labels.ravel().astype(np.int64)
+    both = (t > 0) & (p > 0)
+    key = p[both] * (t.max() + 1) + t[both]
+    keys, counts = np.unique(key, return_counts=True)
+    pred, true = keys // (t.max() + 1), keys % (t.max() + 1)
+    iou = counts / (np.bincount(p)[pred] + np.bincount(t)[true] - counts)
+    good = iou > 0.5
+    classes = cells.set_index("label")["cell_class"]
+    return pd.Series(classes.loc[true[good]].to_numpy(), index=pred[good])
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def test_match_labels_counts_true_and_false_objects():
+    truth = np.zeros((40, 40), np.int32)
+    truth[2:10, 2:10] = 1
+    truth[20:30, 20:30] = 2
+    predicted = np.zeros_like(truth)
+    predicted[3:10, 2:10] = 7  # IoU 56/64: a match
+    predicted[20:30, 20:24] = 3  # IoU 0.4: no match
+    predicted[35:38, 35:38] = 9  # a false object
+    result = match_labels(truth, predicted)
+    assert (result.n_true, result.n_predicted, result.true_positives) == (2, 3, 1)
+    assert result.f1 == pytest.approx(2 / 5)
+    assert match_labels(truth, truth).f1 == 1.0
+
+
+# --- segmentation accuracy on simulated fields ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_touching_nuclei_are_split(seed):
+    field = render_field(
+        np.random.default_rng(seed), shape=(512, 512), n_cells=160, touching_fraction=0.3
+    )
+    assert field.cells["touching"].mean() >= 0.15
+    result = analyze(field)
+    score = match_labels(field.labels, result.labels)
+    assert score.f1 >= 0.95, score
+    assert score.mean_matched_iou >= 0.8
+
+
+def test_dense_field_with_many_touching_nuclei():
+    field = render_field(
+        np.random.default_rng(5), shape=(512, 512), n_cells=300, touching_fraction=0.4
+    )
+    assert field.cells["touching"].mean() >= 0.3
+    score = match_labels(field.labels, analyze(field).labels)
+    assert score.f1 >= 0.93, score
+
+
+def test_bright_condensed_nuclei_do_not_hide_dim_ones():
+    field = render_bright_among_dim(np.random.default_rng(3))
+    n_true = int(field.labels.max())
+    # the field defeats a global Otsu threshold (the failure this test guards against)
+    image = field.channels[0].astype(np.float32)
+    _, n_otsu = ndi.label(ndi.gaussian_filter(image, 1) > threshold_otsu(image))
+    assert n_otsu < 0.5 * n_true
+    score = match_labels(field.labels, analyze(field).labels)
+    assert score.count_error <= 0.10, score
+    assert score.f1 >= 0.9, score
+
+
+def test_uneven_illumination():
+    field = render_field(np.random.default_rng(4), shape=(512, 512), n_cells=150, illumination=0.6)
+    score = match_labels(field.labels, analyze(field).labels)
+    assert score.f1 >= 0.93, score
+
+
+def test_fragmented_apoptotic_nuclei_are_not_overcounted():
+    fractions = {"viable": 0.3, "early_apoptotic": 0.3, "late_apoptotic": 0.3, "necrotic": 0.1}
+    field = render_field(
+        np.random.default_rng(6), shape=(512, 512), n_cells=150, class_fractions=fractions
+    )
+    assert field.cells["fragmented"].sum() >= 5
+    score = match_labels(field.labels, analyze(field).labels)
+    assert score.count_error <= 0.10, score
+    assert score.f1 >= 0.9, score
+
+
+def test_out_of_focus_field_is_segmented_and_scores_lower_focus():
+    sharp = render_field(np.random.default_rng(7), shape=(512, 512), n_cells=150)
+    blurred = render_field(
+        np.random.default_rng(7), shape=(512, 512), n_cells=150, defocus_sigma_px=3.0
+    )
+    sharp_result, blurred_result = analyze(sharp), analyze(blurred)
+    assert match_labels(blurred.labels, blurred_result.labels).f1 >= 0.85
+    assert blurred_result.qc["focus_score"] < 0.6 * sharp_result.qc["focus_score"]
+    settings = AssaySettings(qc=QCSettings(min_focus_score=0.8 * sharp_result.qc["focus_score"]))
+    flagged = analyze(blurred, settings)
+    assert not flagged.qc["qc_pass"] and "focus" in flagged.qc["qc_reason"]
+    assert analyze(sharp, settings).qc["qc_pass"]
+
+
+def test_segment_nuclei_respects_size_limits_in_um2():
+    image = np.zeros((128, 128), np.float32)
+    image[10:30, 10:30] = 500  # 20 x 20 px = 169 µm² at 0.65 µm
+    image[60:64, 60:64] = 500  # 6.8 µm²: debris
+    labels = segment_nuclei(image, 0.65)
+    assert labels.dtype == np.int32 and labels.max() == 1
+    area_um2 = (labels == 1).sum() * 0.65**2
+    assert 130 < area_um2 < 200
+
+
+# --- regions and measurements -----------------------------------------------------------------
+
+
+def test_ring_is_outside_nuclei_and_split_between_neighbours():
+    nuclei = np.zeros((40, 60), np.int32)
+    nuclei[10:20, 10:20] = 1
+    nuclei[10:20, 24:34] = 2  # 4 px gap to nucleus 1
+    ring = ring_labels(nuclei, width_px=3)
+    assert not np.any(ring[nuclei > 0])
+    # the gap columns 20..23 are shared halfway, nearest nucleus wins
+    assert set(np.unique(ring[15, 20:22])) == {1} and set(np.unique(ring[15, 22:24])) == {2}
+    cells = np.where(nuclei > 0, nuclei, ring)
+    annulus = background_annulus_labels(cells, 2)
+    assert not np.any(annulus[cells > 0])
+    assert np.all(annulus[15, 5:7] == 1)
+    assert annulus[15, 21] == 0
+
+
+def test_labelled_statistics_match_per_object_numpy():
+    rng = np.random.default_rng(0)
+    labels = ndi.label(ndi.gaussian_filter(rng.random((120, 120)), 2) > 0.52)[0]
+    image = rng.normal(100, 20, labels.shape)
+    index = index_labels(labels)
+    background = rng.random(index.n_labels)
+    stats = region_statistics(image, index, background)
+    for label in range(1, index.n_labels + 1):
+        values = image[labels == label]
+        assert stats["mean"][label - 1] == pytest.approx(values.mean() - background[label - 1])
+        assert stats["p90"][label - 1] == pytest.approx(
+            np.percentile(values, 90) - background[label - 1]
+        )
+        assert stats["integrated"][label - 1] == pytest.approx(
+            (values - background[label - 1]).sum()
+        )
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_shape_features_match_regionprops(factor):
+    rng = np.random.default_rng(1)
+    grid = ndi.label(ndi.gaussian_filter(rng.random((80, 80)), 2.5) > 0.53)[0]
+    full = upsample_nearest(grid, factor, (80 * factor, 80 * factor))
+    ours = shape_features(index_labels(grid), factor=factor)
+    props = regionprops_table(full, properties=["centroid", "area", "eccentricity", "solidity"])
+    np.testing.assert_allclose(ours["centroid_y"], props["centroid-0"])
+    np.testing.assert_allclose(ours["centroid_x"], props["centroid-1"])
+    np.testing.assert_array_equal(ours["area_px"], props["area"])
+    np.testing.assert_allclose(ours["eccentricity"], props["eccentricity"], atol=1e-6)
+    # solidity: area over the convex hull of the pixel squares
+    exact = []
+    for label in range(1, grid.max() + 1):
+        rows, cols = np.nonzero(full == label)
+        corners = [np.c_[cols + dx, rows + dy] for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]
+        exact.append(rows.size / ConvexHull(np.concatenate(corners)).volume)
+    np.testing.assert_allclose(ours["solidity"], exact, atol=0.06)
+    assert np.mean(ours["solidity"] / np.array(exact)) == pytest.approx(1.0, abs=0.03)
+    touches = np.zeros(grid.max() + 1, bool)
+    touches[np.unique(np.concatenate([full[0], full[-1], full[:, 0], full[:, -1]]))] = True
+    np.testing.assert_array_equal(ours["touches_border"], touches[1:])
+
+
+# --- the kernel -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_field():
+    fractions = {"viable": 0.55, "early_apoptotic": 0.2, "late_apoptotic": 0.15, "necrotic": 0.1}
+    return render_field(
+        np.random.default_rng(11), shape=(512, 512), n_cells=170, class_fractions=fractions
+    )
+
+
+def test_kernel_returns_the_documented_contract(mixed_field):
+    result = analyze(mixed_field)
+    n = int(result.labels.max())
+    assert result.labels.dtype == np.int32 and result.labels.shape == (512, 512)
+    assert len(result.cells) == n == result.qc["n_cells"]
+    expected = [
+        "label", "centroid_y", "centroid_x", "area_px", "area_um2", "eccentricity", "solidity",
+        "touches_border", "hoechst_nucleus_mean", "hoechst_nucleus_integrated",
+        "hoechst_nucleus_p90", "annexin_v_ring_mean", "annexin_v_ring_integrated",
+        "annexin_v_ring_p90", "pi_nucleus_mean", "pi_nucleus_integrated", "pi_nucleus_p90",
+    ]  # fmt: skip
+    assert set(expected) <= set(result.cells.columns)
+    assert result.cells["touches_border"].dtype == bool
+    np.testing.assert_array_equal(result.cells["label"], np.arange(1, n + 1))
+    np.testing.assert_array_equal(result.cells["area_px"], np.bincount(result.labels.ravel())[1:])
+    for key in ["focus_score", "saturated_fraction", "background_hoechst", "background_annexin_v",
+                "background_pi", "n_cells", "qc_pass", "qc_reason"]:  # fmt: skip
+        assert key in result.qc
+    assert result.qc["qc_pass"] and result.qc["qc_reason"] == ""
+    # the kernel's labels are the classical segmenter's on the offset-corrected image
+    direct = segment_nuclei(mixed_field.channels[0].astype(np.float32) - 100.0, 0.65)
+    assert match_labels(direct, result.labels).f1 > 0.98
+
+
+def test_markers_separate_the_classes(mixed_field):
+    result = analyze(mixed_field)
+    classes = true_class_of_objects(mixed_field.labels, result.labels, mixed_field.cells)
+    cells = result.cells.set_index("label").loc[classes.index]
+    annexin_positive = classes.isin(["early_apoptotic", "late_apoptotic"]).to_numpy()
+    pi_positive = classes.isin(["late_apoptotic", "necrotic"]).to_numpy()
+
+    def auc(values, positive):
+        ranks = pd.Series(values).rank().to_numpy()
+        n_pos, n_neg = positive.sum(), (~positive).sum()
+        return (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+    assert auc(cells["annexin_v_ring_p90"].to_numpy(), annexin_positive) > 0.95
+    assert auc(cells["pi_nucleus_mean"].to_numpy(), pi_positive) > 0.95
+    # background-corrected: PI-negative nuclei sit near zero next to PI-positive ones
+    pi = cells["pi_nucleus_mean"].to_numpy()
+    assert abs(np.median(pi[~pi_positive])) < 0.1 * np.median(pi[pi_positive])
+
+
+def test_flatfield_is_estimated_from_fields_and_applied():
+    rng = np.random.default_rng(2)
+    fields = [render_field(rng, shape=(256, 256), n_cells=50, illumination=0.5) for _ in range(16)]
+    stacks = [field.channels for field in fields]
+    truth = fields[0].illumination / fields[0].illumination.mean()
+    inner = (slice(32, -32), slice(32, -32))
+    known_offset = estimate_flatfield(stacks, camera_offset=100.0)
+    assert known_offset.shape == (3, 256, 256) and known_offset.dtype == np.float32
+    assert known_offset[0].mean() == pytest.approx(1.0, abs=1e-3)
+    for channel in range(3):
+        assert np.abs(known_offset[channel][inner] / truth[inner] - 1).max() < 0.06
+    # without the offset, the nuclear channel's profile comes from bright minus background
+    offset_free = estimate_flatfield(stacks)
+    assert np.abs(offset_free[0][inner] / truth[inner] - 1).max() < 0.10
+    corrected = analyze(fields[0], flatfield=known_offset)
+    assert match_labels(fields[0].labels, corrected.labels).f1 >= 0.9
+    with pytest.raises(InputError, match="flat-field"):
+        analyze(fields[0], flatfield=known_offset[:, :100])
+
+
+@pytest.mark.parametrize("shape", [(168, 168), (171, 169), (97, 250)])
+def test_flatfield_handles_field_sizes_that_do_not_divide_into_blocks(shape):
+    rng = np.random.default_rng(4)
+    fields = [render_field(rng, shape=shape, n_cells=20, illumination=0.4) for _ in range(4)]
+    profile = estimate_flatfield([field.channels for field in fields])
+    assert profile.shape == (3, *shape)
+    assert np.all(np.isfinite(profile)) and profile.mean() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_saturated_and_empty_fields_fail_qc():
+    field = render_field(np.random.default_rng(9), shape=(256, 256), n_cells=30)
+    channels = field.channels.copy()
+    channels[1, :40, :] = 65535
+    saturated = analyze(dataclasses.replace(field, channels=channels))
+    assert not saturated.qc["qc_pass"] and "saturated" in saturated.qc["qc_reason"]
+    empty = np.random.default_rng(0).poisson(100, (3, 256, 256)).astype(np.uint16)
+    result = analyze_field(empty, stains=STAINS, pixel_size_um=0.65, settings=AssaySettings())
+    assert result.qc["n_cells"] == 0 and len(result.cells) == 0
+    assert "too few cells" in result.qc["qc_reason"]
+
+
+def test_kernel_rejects_bad_input_with_clear_errors():
+    field = np.zeros((3, 64, 64), np.uint16)
+    with pytest.raises(InputError, match="one stain per channel"):
+        analyze_field(field, stains=STAINS[:2], pixel_size_um=0.65, settings=AssaySettings())
+    with pytest.raises(PluginError, match="unknown stain 'dapi_typo'"):
+        analyze_field(
+            field, stains=["dapi_typo", "annexin_v", "pi"], pixel_size_um=0.65,
+            settings=AssaySettings(),
+        )  # fmt: skip
+    with pytest.raises(InputError, match="nuclear stain"):
+        analyze_field(
+            field, stains=["annexin_v", "pi", "annexin_v"], pixel_size_um=0.65,
+            settings=AssaySettings(),
+        )  # fmt: skip
+
+
+def test_block_mean_and_upsample_are_consistent():
+    image = np.arange(36, dtype=np.float32).reshape(6, 6)
+    np.testing.assert_allclose(block_mean(image, 3), [[7, 10], [25, 28]])
+    labels = np.array([[1, 2], [0, 3]], np.int32)
+    np.testing.assert_array_equal(upsample_nearest(labels, 2, (3, 4))[2], [0, 0, 3, 3])
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_segment_command_writes_a_label_tiff(tmp_path):
+    from screenlib.cli import cli
+
+    field = render_field(np.random.default_rng(12), shape=(384, 384), n_cells=80)
+    image = tmp_path / "nuclei.tif"
+    tifffile.imwrite(image, field.channels[0])
+    out = tmp_path / "labels" / "nuclei_labels.tif"
+    result = CliRunner().invoke(
+        cli, ["segment", str(image), "--out", str(out), "--pixel-size", "0.65"]
+    )
+    assert result.exit_code == 0, result.output
+    labels = tifffile.imread(out)
+    assert labels.dtype == np.int32 and labels.shape == (384, 384)
+    assert match_labels(field.labels, labels).f1 >= 0.93
+    assert f"{labels.max()} nuclei" in result.output
+
+
+@pytest.mark.parametrize("assumed_pixel_size_um", [0.33, 1.2])
+def test_segmentation_tolerates_a_wrong_pixel_size(assumed_pixel_size_um):
+    # rendered at 0.65 µm: nuclei look twice too small or almost twice too large
+    field = render_field(np.random.default_rng(13), shape=(512, 512), n_cells=150)
+    image = field.channels[0].astype(np.float32) - 100.0
+    score = match_labels(field.labels, segment_nuclei(image, assumed_pixel_size_um))
+    assert score.f1 >= 0.85, score
+
+
+@pytest.mark.parametrize("pixel_size_um", [0.65, 2.0])  # grid of 2x2 blocks, and full resolution
+def test_kernel_leaves_its_input_untouched(pixel_size_um):
+    field = render_field(np.random.default_rng(14), shape=(256, 256), n_cells=30)
+    channels = field.channels.astype(np.float32)
+    before = channels.copy()
+    result = analyze_field(
+        channels, stains=STAINS, pixel_size_um=pixel_size_um, settings=AssaySettings()
+    )
+    np.testing.assert_array_equal(channels, before)
+    assert result.qc["n_cells"] > 0
