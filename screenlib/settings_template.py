@@ -48,7 +48,7 @@ _EXPLANATIONS: dict[str, str] = {
     "qc.max_saturated_fraction": "Fields with more saturated pixels than this fraction fail QC.",
     "qc.min_cells_per_field": "Fields with fewer nuclei fail QC.",
     "qc.exclude_failed_fields": "Leave failed fields out of the per-well numbers (still reported).",
-    "gating.annexin_feature": "Per-cell column gated for Annexin V (ring 90th percentile).",
+    "gating.annexin_feature": "Per-cell column gated for Annexin V (mean in the ring).",
     "gating.pi_feature": "Per-cell column gated for PI (mean in the nucleus).",
     "gating.method": "How gates are learned from vehicle wells: 'robust' or 'mixture'.",
     "gating.k_mad": "Gate at most k_mad robust SDs above the vehicle median (glog scale).",

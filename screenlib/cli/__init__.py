@@ -21,7 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("screenlib.cli.init", "Write a commented assay-settings template for an export."),
     "ingest": ("screenlib.cli.ingest", "Convert a microscope TIFF export into an OME-Zarr plate."),
     "segment": ("screenlib.cli.segment", "Segment nuclei in one image (to check settings)."),
-    "run": ("screenlib.cli.run", "Analyse a plate: segment, measure, gate, aggregate, fit, report."),
+    "run": (
+        "screenlib.cli.run",
+        "Analyse a plate: segment, measure, gate, aggregate, fit and report.",
+    ),
     "fit": ("screenlib.cli.fit", "Fit dose-response curves to a table or MTT plate-reader data."),
     "simulate": ("screenlib.cli.simulate", "Render a synthetic plate with per-cell ground truth."),
     "plugins": ("screenlib.cli.plugins", "List installed stain and segmenter plugins."),

@@ -16,9 +16,11 @@ ANNEXIN_V = Stain(
     name="annexin_v",
     role="marker",
     region="ring",
-    feature="annexin_v_ring_p90",
+    # ring mean separated the classes better than ring p90 on rendered fields (AUC 0.991 vs
+    # 0.985, gating accuracy 0.952 vs 0.935; tests/test_gating.py); p90 is still measured
+    feature="annexin_v_ring_mean",
     description="Annexin V conjugate: binds phosphatidylserine on the outer membrane leaflet "
-    "(early apoptosis); measured in a ring outside the nucleus, upper percentile",
+    "(early apoptosis); measured in a ring outside the nucleus",
     color="00FF00",
 )
 

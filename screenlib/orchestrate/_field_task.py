@@ -1,0 +1,175 @@
+"""The compute phase: what one Dask task does for one field (runs on a worker).
+
+Each task reads its field from the Zarr plate, runs the pure per-field analysis, writes its
+label image (only its own chunk), its per-cell table as a Parquet part and, last, its completion
+marker. A failure of the image data (unreadable chunk, analysis error) is caught and recorded in
+the marker and the returned record, so one bad field never stops a plate.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from screenlib.orchestrate._manifest import (
+    MARKER_VERSION,
+    field_stem,
+    write_atomic,
+    write_json_atomic,
+)
+from screenlib.settings import AssaySettings
+
+_WELL_PATTERN = re.compile(r"^([A-Z]+)(\d+)$")
+
+
+@dataclass(frozen=True)
+class FieldJob:
+    """Everything a worker needs to analyse one field (small; pickled into the task)."""
+
+    plate_path: str
+    plate_name: str
+    well: str
+    field: int
+    timepoint: int
+    channel_indices: tuple[int, ...]
+    stains: tuple[str, ...]
+    pixel_size_um: float
+    settings: AssaySettings
+    flatfield_path: str | None
+    parts_dir: str
+    analysis_hash: str
+    run_token: str
+
+    @property
+    def stem(self) -> str:
+        return field_stem(self.well, self.field, self.timepoint)
+
+
+def split_well(well: str) -> tuple[str, int]:
+    """``"B03"`` -> ``("B", 3)``."""
+    match = _WELL_PATTERN.match(well)
+    if not match:
+        raise ValueError(f"not a well name: {well!r}")
+    return match.group(1), int(match.group(2))
+
+
+@functools.lru_cache(maxsize=2)
+def _open_plate(path: str, run_token: str):  # noqa: ARG001 - the token scopes the cache to a run
+    from screenlib.store import open_plate
+
+    return open_plate(path, mode="r+")
+
+
+@functools.lru_cache(maxsize=2)
+def _load_flatfield(path: str, run_token: str) -> np.ndarray:  # noqa: ARG001
+    return np.load(path)
+
+
+def add_identifiers(cells: pd.DataFrame, job: FieldJob) -> pd.DataFrame:
+    """Prefix a field's cell table with plate/well/field identifiers and a unique ``cell_id``."""
+    row, column = split_well(job.well)
+    labels = cells["label"].to_numpy() if "label" in cells else np.arange(1, len(cells) + 1)
+    identifiers = pd.DataFrame(
+        {
+            "plate": pd.Series([job.plate_name] * len(cells), dtype=object),
+            "well": pd.Series([job.well] * len(cells), dtype=object),
+            "row": pd.Series([row] * len(cells), dtype=object),
+            "column": np.full(len(cells), column, dtype=np.int64),
+            "field": np.full(len(cells), job.field, dtype=np.int64),
+            "timepoint": np.full(len(cells), job.timepoint, dtype=np.int64),
+            "cell_id": pd.Series([f"{job.stem}_{int(label)}" for label in labels], dtype=object),
+        }
+    )
+    rest = cells.drop(columns=[c for c in identifiers.columns if c in cells.columns])
+    return pd.concat([identifiers, rest.reset_index(drop=True)], axis=1)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def analyze_one_field(job: FieldJob) -> dict[str, Any]:
+    """Analyse one field and persist its outputs; return its record for ``fields.csv``.
+
+    The record has ``well``, ``field``, ``timepoint``, ``status`` (``"done"`` or ``"failed"``),
+    ``n_cells``, ``error``, ``analysis_seconds`` and the analysis QC dict's keys.
+    """
+    from screenlib.analysis import analyze_field
+
+    started = time.perf_counter()
+    parts_dir = Path(job.parts_dir)
+    record: dict[str, Any] = {
+        "well": job.well,
+        "field": job.field,
+        "timepoint": job.timepoint,
+        "status": "done",
+        "error": "",
+    }
+    plate = _open_plate(job.plate_path, job.run_token)
+    try:
+        channels = plate.read_field(job.well, job.field, timepoint=job.timepoint)
+        channels = channels[list(job.channel_indices)]
+        flatfield = None
+        if job.flatfield_path is not None:
+            flatfield = _load_flatfield(job.flatfield_path, job.run_token)
+        result = analyze_field(
+            channels,
+            stains=list(job.stains),
+            pixel_size_um=job.pixel_size_um,
+            settings=job.settings,
+            flatfield=flatfield,
+        )
+        labels = np.asarray(result.labels, dtype=np.int32)
+        cells = add_identifiers(result.cells, job)
+        qc = {key: _json_safe(value) for key, value in dict(result.qc).items()}
+    except Exception as error:  # noqa: BLE001 - a data fault is recorded, the plate goes on
+        # the last frame names where it failed without flooding fields.csv with a traceback
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        record.update(
+            status="failed",
+            error=f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})",
+            n_cells=0,
+            qc_pass=False,
+            qc_reason=f"analysis failed: {type(error).__name__}: {error}",
+        )
+        record["analysis_seconds"] = round(time.perf_counter() - started, 3)
+        write_json_atomic(
+            parts_dir / f"{job.stem}.json",
+            {**record, "analysis_hash": job.analysis_hash, "marker_version": MARKER_VERSION},
+        )
+        return record
+
+    # labels first, then the table, then the marker: the marker is the proof of both
+    plate.write_labels(job.well, job.field, labels, timepoint=job.timepoint)
+    table = pa.Table.from_pandas(cells, preserve_index=False)
+    part = write_atomic(parts_dir / f"{job.stem}.parquet", lambda tmp: pq.write_table(table, tmp))
+    record.update(qc)
+    record["n_cells"] = len(cells)
+    record["analysis_seconds"] = round(time.perf_counter() - started, 3)
+    write_json_atomic(
+        parts_dir / f"{job.stem}.json",
+        {
+            **record,
+            "analysis_hash": job.analysis_hash,
+            "marker_version": MARKER_VERSION,
+            "part_bytes": part.stat().st_size,
+        },
+    )
+    return record
+
+
+def analyze_fields(jobs: list[FieldJob]) -> list[dict[str, Any]]:
+    """Analyse several fields in one task (one task per well); one record per field."""
+    return [analyze_one_field(job) for job in jobs]
