@@ -75,7 +75,8 @@ class RingSettings:
 class QCSettings:
     """Per-field image QC; a failing field is flagged and excluded from aggregation."""
 
-    min_focus_score: float = 0.0  # 0 disables the focus check; see docs for the scale
+    min_focus_score: float = 0.0  # absolute focus threshold; 0 disables it (scale varies)
+    min_relative_focus: float = 0.5  # fail fields below this fraction of the plate's median
     max_saturated_fraction: float = 0.01
     min_cells_per_field: int = 5
     exclude_failed_fields: bool = True

@@ -45,6 +45,7 @@ _EXPLANATIONS: dict[str, str] = {
     "ring.ring_gap_um": "Gap between the nucleus edge and the ring (um).",
     "ring.background_width_um": "Width of the local-background annulus beyond the ring (um).",
     "qc.min_focus_score": "Fields below this focus score fail QC; 0 disables the check.",
+    "qc.min_relative_focus": "Fields sharper than this share of the plate median pass QC; 0: off.",
     "qc.max_saturated_fraction": "Fields with more saturated pixels than this fraction fail QC.",
     "qc.min_cells_per_field": "Fields with fewer nuclei fail QC.",
     "qc.exclude_failed_fields": "Leave failed fields out of the per-well numbers (still reported).",

@@ -20,7 +20,7 @@ from screenlib.plugins import (
     load_stains,
     plugin_failures,
 )
-from screenlib.settings import AssaySettings, ChannelSettings, SegmentationSettings
+from screenlib.settings import AssaySettings, ChannelSettings, GatingSettings, SegmentationSettings
 from screenlib.simulate import render_field
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +53,13 @@ def test_builtin_plugins_are_registered():
     stains = load_stains(refresh=True)
     assert {"hoechst", "annexin_v", "pi"} <= set(stains)
     assert stains["hoechst"].role == "nuclear"
+    # the stains' call features are the ones gating uses by default
+    gating = GatingSettings()
     assert (stains["annexin_v"].region, stains["annexin_v"].feature) == (
         "ring",
-        "annexin_v_ring_p90",
+        gating.annexin_feature,
     )
-    assert (stains["pi"].region, stains["pi"].feature) == ("nucleus", "pi_nucleus_mean")
+    assert (stains["pi"].region, stains["pi"].feature) == ("nucleus", gating.pi_feature)
     assert "classical" in load_segmenters(refresh=True)
     assert not plugin_failures()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import logging
 import shutil
 import time
@@ -19,7 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from screenlib import __version__
+from screenlib.aggregate import aggregate_wells, flag_relative_focus, plate_qc
+from screenlib.doseresponse import fit_wells
 from screenlib.errors import InputError, SettingsError
+from screenlib.gating import classify_cells, gates_to_dict, learn_gates
 from screenlib.orchestrate._cluster import dashboard_link, dask_client
 from screenlib.orchestrate._field_task import FieldJob, analyze_fields
 from screenlib.orchestrate._manifest import (
@@ -34,6 +35,7 @@ from screenlib.orchestrate._manifest import (
     write_atomic,
     write_json_atomic,
 )
+from screenlib.report import write_report
 from screenlib.settings import AssaySettings, settings_to_dict
 
 logger = logging.getLogger(__name__)
@@ -173,21 +175,6 @@ def _estimate_channel_flatfield(plate_path: str, fields: list[tuple[str, int]], 
 # --------------------------------------------------------------------------- finalize
 
 
-def _optional(module: str, *names: str):
-    """Import a finalize layer; None (and a warning) while that layer is not installed."""
-    try:
-        imported = importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name is not None and module.startswith(error.name):
-            logger.warning("%s is not available; its outputs are skipped", module)
-            return None
-        raise
-    if not all(hasattr(imported, name) for name in names):
-        logger.warning("%s lacks %s; its outputs are skipped", module, ", ".join(names))
-        return None
-    return imported
-
-
 def concatenate_parts(parts_dir: Path, stems: list[str]) -> pd.DataFrame:
     """All finished fields' cell tables in plate order (well, field, timepoint, label)."""
     tables = [pq.read_table(parts_dir / f"{stem}.parquet") for stem in stems]
@@ -234,16 +221,6 @@ def _write_csv(path: Path, table: pd.DataFrame) -> Path:
     return write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
-def _gates_to_json(gates: Any) -> Any:
-    if dataclasses.is_dataclass(gates) and not isinstance(gates, type):
-        return dataclasses.asdict(gates)
-    if isinstance(gates, dict):
-        return {str(k): _gates_to_json(v) for k, v in gates.items()}
-    if isinstance(gates, np.generic):
-        return gates.item()
-    return gates
-
-
 def _finalize(
     out_dir: Path,
     plate,
@@ -257,65 +234,51 @@ def _finalize(
 ) -> None:
     """Gates, classes, wells, plate QC, fits and report, from the tables only."""
     outputs = summary.outputs
-    gating = _optional("screenlib.gating", "learn_gates", "classify_cells")
+    fields = flag_relative_focus(fields, settings.qc)
+    outputs["fields.csv"] = _write_csv(out_dir / "fields.csv", fields)
     gates = None
-    if gating is not None and len(cells):
+    if len(cells):
+        # gates are learned from fields that pass QC: a blurred or saturated vehicle field
+        # would move them for the whole plate
+        passing = fields.loc[fields["qc_pass"].astype(bool), ["well", "field", "timepoint"]]
+        learn_from = cells.merge(passing, on=["well", "field", "timepoint"])
         try:
-            gates = gating.learn_gates(cells, platemap, settings.gating)
+            gates = learn_gates(learn_from if len(learn_from) else cells, platemap, settings.gating)
         except InputError:
             # keep the measurements: a rerun with manual gates only repeats finalize
             write_atomic(out_dir / "cells.parquet", lambda tmp: cells.to_parquet(tmp, index=False))
             raise
-        gates_json = (
-            gating.gates_to_dict(gates)
-            if hasattr(gating, "gates_to_dict")
-            else _gates_to_json(gates)
-        )
-        outputs["gates.json"] = write_json_atomic(out_dir / "gates.json", gates_json)
-        cells = gating.classify_cells(cells, gates, settings.gating)
-    elif gating is None:
-        summary.skipped_steps.append("gating")
+        outputs["gates.json"] = write_json_atomic(out_dir / "gates.json", gates_to_dict(gates))
+        cells = classify_cells(cells, gates, settings.gating)
+    else:
+        summary.skipped_steps.append("gating (no cells)")
     outputs["cells.parquet"] = write_atomic(
         out_dir / "cells.parquet", lambda tmp: cells.to_parquet(tmp, index=False)
     )
 
-    aggregate = _optional("screenlib.aggregate", "aggregate_wells", "plate_qc")
-    wells = plate_qc = None
-    if aggregate is not None and gates is not None:
-        wells = aggregate.aggregate_wells(cells, platemap, fields, settings)
+    wells = qc_table = fits = None
+    if gates is not None:
+        wells = aggregate_wells(cells, platemap, fields, settings)
         outputs["wells.csv"] = _write_csv(out_dir / "wells.csv", wells)
-        plate_qc = aggregate.plate_qc(wells, platemap)
-        outputs["plate_qc.csv"] = _write_csv(out_dir / "plate_qc.csv", plate_qc)
-    else:
-        summary.skipped_steps.append("aggregate")
-
-    doseresponse = _optional("screenlib.doseresponse", "fit_wells")
-    fits = None
-    if doseresponse is not None and wells is not None:
-        fits = doseresponse.fit_wells(wells, settings.fit)
+        qc_table = plate_qc(wells, platemap)
+        outputs["plate_qc.csv"] = _write_csv(out_dir / "plate_qc.csv", qc_table)
+        fits = fit_wells(wells, settings.fit)
         outputs["fits.csv"] = _write_csv(out_dir / "fits.csv", fits)
         summary.n_curves = len(fits)
-    else:
-        summary.skipped_steps.append("doseresponse")
 
-    if not with_report:
-        return
-    report = _optional("screenlib.report", "write_report")
-    if report is not None:
-        outputs["report.html"] = report.write_report(
+    if with_report:
+        outputs["report.html"] = write_report(
             out_dir,
             plate=plate,
             cells=cells,
             fields=fields,
             wells=wells,
-            plate_qc=plate_qc,
+            plate_qc=qc_table,
             gates=gates,
             fits=fits,
             settings=settings,
             run_info=run_info,
         )
-    else:
-        summary.skipped_steps.append("report")
 
 
 # --------------------------------------------------------------------------- run
@@ -522,7 +485,6 @@ def run_plate(
         if r["status"] == "done"
     ]
     cells = concatenate_parts(parts_dir, done_stems)
-    summary.outputs["fields.csv"] = _write_csv(out_dir / "fields.csv", fields)
     failed = fields[fields["status"] != "done"]
     summary.n_fields_computed = len(records)
     summary.n_fields_reused = len(reused)

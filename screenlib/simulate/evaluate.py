@@ -1,0 +1,130 @@
+"""Score a finished run against a simulated plate's ground truth.
+
+A truth cell is matched to the predicted nucleus that covers most of its pixels (and at least
+half of them); per-cell class accuracy is counted over matched cells, and the per-well
+apoptotic fraction is compared with the realised truth fraction of the well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from screenlib.store import open_plate
+
+CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
+
+
+@dataclass(frozen=True)
+class RunAccuracy:
+    """How a run's per-cell classes and per-well fractions compare with the truth."""
+
+    n_truth_cells: int
+    n_matched: int
+    class_accuracy: float
+    fraction_mae: float
+    fraction_bias: float
+    worst_well: str
+    worst_well_error: float
+    confusion: pd.DataFrame  # rows: true class, columns: called class (incl. debris)
+
+
+def match_truth_cells(truth_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For every truth label 1..N, the predicted label covering most of it (0: none).
+
+    A match needs the predicted nucleus to cover at least half of the truth nucleus.
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 0, 2]]); predicted = np.array([[5, 5, 0, 0]])
+    >>> match_truth_cells(truth, predicted)
+    array([0, 5, 0])
+    """
+    truth_flat = truth_labels.ravel().astype(np.int64)
+    pred_flat = labels.ravel().astype(np.int64)
+    n_truth = int(truth_flat.max(initial=0))
+    matches = np.zeros(n_truth + 1, dtype=np.int64)
+    inside = truth_flat > 0
+    if not inside.any():
+        return matches
+    truth_area = np.bincount(truth_flat, minlength=n_truth + 1)
+    both = inside & (pred_flat > 0)
+    base = int(pred_flat.max()) + 1
+    keys, overlap = np.unique(truth_flat[both] * base + pred_flat[both], return_counts=True)
+    truth_ids, pred_ids = keys // base, keys % base
+    order = np.lexsort((-overlap, truth_ids))  # largest overlap first within each truth cell
+    truth_ids, pred_ids, overlap = truth_ids[order], pred_ids[order], overlap[order]
+    first = np.r_[True, truth_ids[1:] != truth_ids[:-1]]
+    keep = first.copy()
+    keep[first] = 2 * overlap[first] >= truth_area[truth_ids[first]]
+    matches[truth_ids[keep]] = pred_ids[keep]
+    return matches
+
+
+def evaluate_run(out_dir: str | Path, truth_dir: str | Path) -> RunAccuracy:
+    """Compare ``out_dir`` (a finished ``screenlib run``) with a simulated plate's truth.
+
+    Parameters
+    ----------
+    out_dir
+        The run's output folder: ``cells.parquet``, ``wells.csv`` and the plate with its
+        ``nuclei`` labels (``plate.zarr`` inside ``out_dir``, or the plate named in
+        ``run.json``).
+    truth_dir
+        The simulated plate's ``truth`` folder (``cells.parquet``, ``wells.csv``, ``labels/``).
+    """
+    out_dir, truth_dir = Path(out_dir), Path(truth_dir)
+    cells = pd.read_parquet(out_dir / "cells.parquet")
+    wells = pd.read_csv(out_dir / "wells.csv")
+    truth_cells = pd.read_parquet(truth_dir / "cells.parquet")
+    truth_wells = pd.read_csv(truth_dir / "wells.csv")
+    plate = open_plate(_plate_path(out_dir))
+
+    called = cells.set_index(["well", "field", "timepoint", "label"])["cell_class"]
+    pairs = []
+    for (well, field, timepoint), group in truth_cells.groupby(["well", "field", "timepoint"]):
+        truth_labels = tifffile.imread(truth_dir / "labels" / f"{well}_f{field}_t{timepoint}.tif")
+        labels = plate.read_labels(well, int(field), timepoint=int(timepoint))
+        matches = match_truth_cells(truth_labels, labels)
+        predicted = matches[group["label"].to_numpy()]
+        keys = pd.MultiIndex.from_arrays(
+            [
+                [well] * len(group),
+                [field] * len(group),
+                [timepoint] * len(group),
+                predicted,
+            ]
+        )
+        call = called.reindex(keys).to_numpy()
+        call = np.where(predicted == 0, "missed", call)
+        pairs.append(pd.DataFrame({"truth": group["cell_class"].to_numpy(), "called": call}))
+    pairs = pd.concat(pairs, ignore_index=True)
+    matched = pairs[pairs["called"] != "missed"]
+    confusion = pd.crosstab(pairs["truth"], pairs["called"])
+
+    merged = wells.merge(truth_wells, on=["well", "timepoint"], suffixes=("", "_truth"))
+    error = merged["apoptotic_fraction"] - merged["apoptotic_fraction_truth"]
+    worst = int(error.abs().idxmax())
+    return RunAccuracy(
+        n_truth_cells=len(pairs),
+        n_matched=len(matched),
+        class_accuracy=float((matched["truth"] == matched["called"]).mean()),
+        fraction_mae=float(error.abs().mean()),
+        fraction_bias=float(error.mean()),
+        worst_well=str(merged.loc[worst, "well"]),
+        worst_well_error=float(error.loc[worst]),
+        confusion=confusion,
+    )
+
+
+def _plate_path(out_dir: Path) -> Path:
+    if (out_dir / "plate.zarr").exists():
+        return out_dir / "plate.zarr"
+    import json
+
+    run = json.loads((out_dir / "run.json").read_text())
+    return Path(run["plate"])
