@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -198,3 +199,43 @@ def test_caspase_plugin_stain_is_measured_on_a_four_channel_field(caspase_plugin
     positive = np.isin(classes, ["early_apoptotic", "late_apoptotic"])
     caspase = cells.set_index("label").loc[best_truth.index, "caspase37_nucleus_mean"].to_numpy()
     assert np.median(caspase[positive]) > 5 * np.median(caspase[~positive])
+
+
+def test_caspase_plugin_call_reaches_cells_and_wells_in_a_full_run(
+    caspase_plugin_installed, tmp_path
+):
+    """A plugin marker stain is measured, gated from vehicle wells and aggregated per well."""
+    from screenlib.orchestrate import run_plate
+    from screenlib.simulate import example_plate_design, simulate_plate
+
+    load_stains(refresh=True)
+    stain_names = ("hoechst", "annexin_v", "pi", "caspase37")
+    design = dataclasses.replace(
+        example_plate_design(),
+        channel_names=("DAPI", "FITC", "Texas Red", "Cy5"),
+        stains=stain_names,
+        defocus_probability=0.0,
+    ).restricted_to(["A01", "B01", "A02", "A03", "A12", "B12"])
+    simulate_plate(design, tmp_path / "sim", layout="zarr", progress=False)
+    settings = AssaySettings(
+        channels=tuple(ChannelSettings(stain=name, index=i) for i, name in enumerate(stain_names))
+    )
+    plate_path = next((tmp_path / "sim").glob("*.zarr"))
+    run_plate(
+        plate_path,
+        tmp_path / "sim" / "platemap.csv",
+        tmp_path / "out",
+        settings,
+        n_workers=1,
+        progress=False,
+        report=False,
+    )
+    cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    wells = pd.read_csv(tmp_path / "out" / "wells.csv").set_index("well")
+    assert "caspase37_positive" in cells
+    apoptotic = cells["cell_class"].isin(["early_apoptotic", "late_apoptotic"])
+    # caspase activity and Annexin V exposure agree on most cells
+    assert (cells["caspase37_positive"] == apoptotic).mean() > 0.85
+    caspase_fraction = [c for c in wells.columns if "caspase37" in c and "fraction" in c]
+    assert caspase_fraction, list(wells.columns)
+    assert wells.loc["A12", caspase_fraction[0]] > wells.loc["A01", caspase_fraction[0]] + 0.3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 
 import dask
@@ -55,7 +56,9 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
         return
     n_workers = n_workers or os.cpu_count() or 1
     environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENVIRONMENT.items()}
-    with dask.config.set(environ):
+    with dask.config.set(environ), warnings.catch_warnings():
+        # a busy 8787 (another Dask session) only moves the dashboard; not worth a warning
+        warnings.filterwarnings("ignore", message=".*Hosting the HTTP server on port.*")
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,

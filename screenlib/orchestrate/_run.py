@@ -35,6 +35,7 @@ from screenlib.orchestrate._manifest import (
     write_atomic,
     write_json_atomic,
 )
+from screenlib.plugins import load_stains
 from screenlib.report import write_report
 from screenlib.settings import AssaySettings, settings_to_dict
 
@@ -221,6 +222,17 @@ def _write_csv(path: Path, table: pd.DataFrame) -> Path:
     return write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
+def plugin_marker_features(settings: AssaySettings) -> dict[str, str]:
+    """``{stain: feature}`` of the assay's plugin marker stains, gated like Annexin V and PI."""
+    stains = load_stains()
+    features = {}
+    for channel in settings.channels:
+        stain = stains.get(channel.stain)
+        if stain is not None and stain.role == "marker" and stain.name not in ("annexin_v", "pi"):
+            features[stain.name] = stain.feature
+    return features
+
+
 def _finalize(
     out_dir: Path,
     plate,
@@ -243,7 +255,12 @@ def _finalize(
         passing = fields.loc[fields["qc_pass"].astype(bool), ["well", "field", "timepoint"]]
         learn_from = cells.merge(passing, on=["well", "field", "timepoint"])
         try:
-            gates = learn_gates(learn_from if len(learn_from) else cells, platemap, settings.gating)
+            gates = learn_gates(
+                learn_from if len(learn_from) else cells,
+                platemap,
+                settings.gating,
+                marker_features=plugin_marker_features(settings),
+            )
         except InputError:
             # keep the measurements: a rerun with manual gates only repeats finalize
             write_atomic(out_dir / "cells.parquet", lambda tmp: cells.to_parquet(tmp, index=False))
