@@ -35,11 +35,10 @@ import pandas as pd
 import tifffile
 
 from screenlib.errors import InputError
-from screenlib.platemap import PlateGeometry, normalize_well
+from screenlib.platemap import ROLES, PlateGeometry, normalize_well
 from screenlib.simulate._field import CELL_CLASSES, CellModel, render_field, vignetting_profile
 
 LAYOUTS = ("imagexpress", "operetta", "cellvoyager", "zarr")
-ROLES = ("sample", "negative_control", "positive_control", "empty")
 DEFAULT_VEHICLE_FRACTIONS = {
     "viable": 0.93,
     "early_apoptotic": 0.03,
