@@ -8,6 +8,7 @@ import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,7 @@ def run_plate(
     from screenlib.platemap import read_platemap
 
     started = time.perf_counter()
+    started_at = datetime.now().astimezone().isoformat(timespec="seconds")
     settings = settings or AssaySettings()
     # absolute paths: workers of an external cluster run in other working directories
     out_dir = Path(out_dir).resolve()
@@ -509,7 +511,9 @@ def run_plate(
     summary.failed_fields = failed[["well", "field", "timepoint", "error"]].to_dict("records")
     summary.n_cells = len(cells)
     run_info = {
-        "screenlib": __version__,
+        "started": started_at,
+        "image analysis time": f"{time.perf_counter() - started:.1f} s "
+        f"({summary.n_fields_computed} fields analysed, {summary.n_fields_reused} reused)",
         "plate": str(plate_obj.path),
         "analysis_hash": a_hash,
         "n_fields": summary.n_fields,

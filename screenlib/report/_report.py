@@ -201,6 +201,9 @@ def _plate_maps_section(wells: pd.DataFrame | None, geometry, writer: _FigureWri
     timepoints = _timepoints(wells)
     for timepoint in timepoints:
         at = _at_timepoint(wells, timepoint)
+        if "n_fields_used" in at.columns:
+            # a well whose fields all failed QC has no count to show, not zero cells
+            at = at.assign(n_cells=at["n_cells"].where(pd.to_numeric(at["n_fields_used"]) > 0))
         suffix = f" · timepoint {timepoint}" if len(timepoints) > 1 else ""
         name_suffix = f"_t{timepoint}" if len(timepoints) > 1 else ""
         markers = _well_markers(at)
