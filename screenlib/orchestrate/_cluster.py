@@ -63,7 +63,7 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":8787",
+            dashboard_address="127.0.0.1:8787",  # loopback only, like the scheduler
             silence_logs=logging.ERROR,
         )
     try:
