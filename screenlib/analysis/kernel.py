@@ -105,6 +105,15 @@ def _sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return new_ids[labels], int(present.sum())
 
 
+def _noise_scale(flat: np.ndarray | None, factor: int) -> np.ndarray | None:
+    """Relative noise of a flat-field-corrected channel on the grid: dividing by the profile
+    multiplies the noise by its inverse (median 1)."""
+    if flat is None:
+        return None
+    inverse = block_mean(1.0 / np.maximum(flat, 1e-3), factor)
+    return (inverse / np.median(inverse)).astype(np.float32)
+
+
 def analyze_field(
     channels: np.ndarray,
     *,
@@ -176,7 +185,14 @@ def analyze_field(
             for channel, offset, flat in zip(channels, offsets, flats, strict=True)
         ]
         segmentation = settings.segmentation
-        labels_grid = segment_nuclei_grid(grids[nuclear_index], factor, pixel_size_um, segmentation)
+        nuclear_flat = flats[nuclear_index]
+        labels_grid = segment_nuclei_grid(
+            grids[nuclear_index],
+            factor,
+            pixel_size_um,
+            segmentation,
+            noise_scale=_noise_scale(nuclear_flat, factor),
+        )
         refined = refine_grid(labels_grid, factor, pixel_size_um, segmentation)
         if refined is not None:  # nuclei much smaller than the settings say: a finer grid
             factor, segmentation = refined
@@ -185,7 +201,11 @@ def analyze_field(
                 for channel, offset, flat in zip(channels, offsets, flats, strict=True)
             ]
             labels_grid = segment_nuclei_grid(
-                grids[nuclear_index], factor, pixel_size_um, segmentation
+                grids[nuclear_index],
+                factor,
+                pixel_size_um,
+                segmentation,
+                noise_scale=_noise_scale(nuclear_flat, factor),
             )
         n_cells = int(labels_grid.max())
     else:

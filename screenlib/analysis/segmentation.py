@@ -279,6 +279,7 @@ def segment_nuclei_grid(
     factor: int,
     pixel_size_um: float,
     settings: SegmentationSettings | None = None,
+    noise_scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Segment nuclei on a block-averaged image (the work behind :func:`segment_nuclei`).
 
@@ -291,6 +292,10 @@ def segment_nuclei_grid(
         Block size in full-resolution pixels.
     pixel_size_um, settings
         As in :func:`segment_nuclei`.
+    noise_scale
+        Relative noise level per grid pixel (median 1), e.g. the inverse of the flat-field
+        profile the image was divided by: flat-field correction amplifies the noise of dim
+        corners, and a single noise threshold would turn it into objects there.
 
     Returns
     -------
@@ -305,9 +310,15 @@ def segment_nuclei_grid(
         # block averaging already smooths by about half a grid pixel
         coarse = ndi.gaussian_filter(coarse, np.sqrt(smoothing**2 - 0.25), mode="nearest")
     signal = coarse - smooth_background(coarse, block_px=int(round(diameter)), window_blocks=5)
-    level, noise = background_noise(signal)
-    signal -= level
-    floor = NOISE_THRESHOLD_SIGMAS * noise
+    if noise_scale is None:
+        level, noise = background_noise(signal)
+        signal -= level
+        floor = NOISE_THRESHOLD_SIGMAS * noise
+    else:
+        noise_scale = np.asarray(noise_scale, dtype=np.float32)
+        level, noise = background_noise(signal / noise_scale)
+        signal -= level * noise_scale
+        floor = NOISE_THRESHOLD_SIGMAS * noise * noise_scale
     components, n_components = ndi.label(signal > floor)
     diameter = _observed_diameter(components, n_components, diameter)
     if settings.split_touching and n_components:
@@ -350,16 +361,15 @@ def _observed_diameter(components: np.ndarray, n_components: int, expected: floa
 
 
 def _refine_edges(
-    signal: np.ndarray, labels: np.ndarray, n_labels: int, floor: float
+    signal: np.ndarray, labels: np.ndarray, n_labels: int, floor: float | np.ndarray
 ) -> np.ndarray:
-    """Keep, per object, the pixels above a fraction of its own peak; fill holes."""
+    """Keep, per object, the pixels above a fraction of its own peak and above the noise
+    floor (a number or a per-pixel map); fill holes."""
     if n_labels == 0:
         return labels.astype(np.int32)
-    threshold = np.maximum(
-        EDGE_FRACTION_OF_PEAK * labelled_maximum(signal, labels, n_labels), floor
-    )
+    threshold = EDGE_FRACTION_OF_PEAK * labelled_maximum(signal, labels, n_labels)
     threshold[0] = np.inf
-    keep = signal > threshold[labels]
+    keep = signal > np.maximum(threshold[labels], floor)
     # holes: removed pixels not connected to the outside (dark nucleoli, texture)
     outside, _ = ndi.label(~keep)
     border_ids = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))

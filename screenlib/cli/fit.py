@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
@@ -11,12 +12,34 @@ from screenlib.errors import InputError
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    if path.stat().st_size == 0:
+        raise InputError(
+            f"{path} is empty; give a table with a header row (sample, compound, "
+            "concentration_molar, response)"
+        )
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, sep=None, engine="python")
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        raise InputError(f"cannot read table {path}: {error}") from error
+    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as error:
+        raise InputError(f"cannot read table {path}: {error}") from None
+
+
+def _check_numeric(data: pd.DataFrame, path: Path) -> None:
+    """Refuse text in a numeric column (e.g. '10 nM' in concentration_molar): coercing it to
+    NaN would drop the row silently."""
+    for column in ("concentration_molar", "response", "n_positive", "n_total"):
+        if column not in data.columns:
+            continue
+        raw = data[column]
+        text = raw.astype(str).str.strip()
+        bad = raw.notna() & (text != "") & pd.to_numeric(raw, errors="coerce").isna()
+        if bad.any():
+            position = int(bad.to_numpy().nonzero()[0][0])
+            raise InputError(
+                f"{path}: line {position + 2}, column '{column}': {raw.iloc[position]!r} is not "
+                "a number; write plain numbers (concentration_molar in mol/L: 1e-08 for 10 nM)"
+            )
 
 
 @click.command()
@@ -67,6 +90,7 @@ def command(
         fits = fit_mtt(table, layout, settings)
     else:
         data = _read_table(table)
+        _check_numeric(data, table)
         columns = set(data.columns)
         if "response" in columns or {"n_positive", "n_total"} <= columns:
             missing = [c for c in ("concentration_molar",) if c not in columns]
@@ -93,7 +117,15 @@ def command(
                 f"note: {n_missing} row(s) of {table} have missing values in "
                 f"{', '.join(used)}; dropped from their curves (see the notes column)"
             )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fits.to_csv(out_path, index=False)
+    from screenlib.io_utils import atomic_path
+
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_path) as temporary:
+            fits.to_csv(temporary, index=False)
+    except OSError as error:
+        raise InputError(
+            f"cannot write {out_path}: {error.strerror or error}; choose a writable --out"
+        ) from None
     n_flagged = int((fits.get("flags", pd.Series(dtype=str)).fillna("") != "").sum())
     click.echo(f"{len(fits)} curve(s) fitted, {n_flagged} flagged -> {out_path}")

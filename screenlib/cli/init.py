@@ -17,9 +17,7 @@ def detect_channel_names(source: Path, pattern: str | None = None) -> tuple[list
     (ImageXpress ``.HTD`` / MetaSeries tags, Operetta ``Index.idx.xml``, CellVoyager ``.mrf``)
     state, or the vendor's default names (``w1``, ``ch1``, ``C01``) from the file names.
     """
-    from screenlib.ingest import detect_convention, scan_export
-    from screenlib.ingest._ingest import _DEFAULT_CHANNEL_NAME, _add_metaseries
-    from screenlib.ingest._vendor import VendorMetadata, read_side_cars
+    from screenlib.ingest import detect_convention, export_channel_names
 
     if (source / "zarr.json").is_file():
         from screenlib.store import open_plate
@@ -29,22 +27,7 @@ def detect_channel_names(source: Path, pattern: str | None = None) -> tuple[list
     if not source.is_dir():
         raise InputError(f"{source}: not a folder; point init at an export folder or a .zarr plate")
     convention = "generic" if pattern else detect_convention(source)
-    scan = scan_export(source, convention, pattern)
-    vendor = read_side_cars(source, convention) if convention != "generic" else VendorMetadata()
-    keys = list(scan.images)
-    dims = {
-        "n_fields": max(k.field for k in keys) + 1,
-        "n_channels": max(k.channel for k in keys) + 1,
-        "n_timepoints": max(k.timepoint for k in keys) + 1,
-        "n_z": max(k.z for k in keys) + 1,
-    }
-    if convention == "imagexpress" and vendor.channel_names is None:
-        _add_metaseries(vendor, scan, dims)
-    names = list(vendor.channel_names or [])
-    n_channels = max(dims["n_channels"], len(names))
-    template = _DEFAULT_CHANNEL_NAME[convention]
-    names += [template.format(c + 1) for c in range(len(names), n_channels)]
-    return names[:n_channels], f"{convention} export"
+    return export_channel_names(source, pattern), f"{convention} export"
 
 
 @click.command("init")
@@ -71,10 +54,15 @@ def command(source: Path, out_path: Path, pattern: str | None, force: bool) -> N
     names, origin = detect_channel_names(source, pattern)
     stains = [guess_stain(name) for name in names]
     text = settings_template(names, stains)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(f".{out_path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(out_path)
+    from screenlib.io_utils import atomic_write_text
+
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_path, text)
+    except OSError as error:
+        raise InputError(
+            f"cannot write {out_path}: {error.strerror or error}; choose a writable --out"
+        ) from None
     click.echo(f"Channels found in the {origin}:")
     for index, (name, stain) in enumerate(zip(names, stains, strict=True)):
         click.echo(f"  {index}: {name!r:30} -> {stain or 'not recognised (edit the file)'}")

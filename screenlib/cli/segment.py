@@ -107,8 +107,16 @@ def command(
         nuclear.astype(np.float32) - np.float32(offset), pixel_size_um, settings.segmentation
     )
     labels = np.asarray(labels, dtype=np.int32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(out, labels, compression="zlib")
+    from screenlib.io_utils import atomic_path
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as temporary:
+            tifffile.imwrite(temporary, labels, compression="zlib")
+    except OSError as error:
+        raise InputError(
+            f"cannot write {out}: {error.strerror or error}; choose a writable --out"
+        ) from None
     click.echo(
         f"{int(labels.max())} nuclei in {image.name} (pixel size {pixel_size_um:g} µm, "
         f"segmenter '{settings.segmentation.segmenter}') -> {out}"

@@ -1,7 +1,13 @@
 """Ingest: microscope TIFF exports (ImageXpress, Operetta/Phenix, CellVoyager, or a regex)
 into an OME-Zarr HCS plate. Raw files are opened read-only and never modified."""
 
-from screenlib.ingest._ingest import detect_convention, ingest_export, list_tiffs, scan_export
+from screenlib.ingest._ingest import (
+    detect_convention,
+    export_channel_names,
+    ingest_export,
+    list_tiffs,
+    scan_export,
+)
 from screenlib.ingest.conventions import (
     CONVENTIONS,
     ExportInfo,
@@ -18,6 +24,7 @@ __all__ = [
     "ExportInfo",
     "ImageKey",
     "detect_convention",
+    "export_channel_names",
     "export_relpath",
     "imagexpress_tiff_description",
     "ingest_export",

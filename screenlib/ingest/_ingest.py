@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 TIFF_SUFFIXES = (".tif", ".tiff")
 # when names fit several conventions, the stricter pattern wins
 _DETECTION_ORDER = ("operetta", "cellvoyager", "imagexpress")
+_REEXPORT_HINT = (
+    "export this image again from the microscope software, or move it out of the export "
+    "folder and ingest with --allow-missing"
+)
 _SIDE_CAR_HINTS = {".htd": "imagexpress", ".mrf": "cellvoyager", ".mlf": "cellvoyager"}
 _DEFAULT_CHANNEL_NAME = {
     "imagexpress": "w{}",
@@ -74,7 +78,10 @@ def detect_convention(source: str | Path) -> str:
     source = Path(source)
     relpaths = [p for p in list_tiffs(source) if not is_thumbnail(p)]
     if not relpaths:
-        raise InputError(f"{source}: no .tif/.tiff images found")
+        raise InputError(
+            f"{source}: no .tif/.tiff images found; point ingest at the folder that holds "
+            "the export's TIFF files"
+        )
     counts = {c: sum(parse_relpath(c, p) is not None for p in relpaths) for c in CONVENTIONS}
     hinted = set()
     for path in source.rglob("*"):
@@ -183,7 +190,9 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 - any decoder failure names the file
-        raise InputError(f"{path}: unreadable TIFF ({type(error).__name__}: {error})") from None
+        raise InputError(
+            f"{path}: unreadable TIFF ({type(error).__name__}: {error}); {_REEXPORT_HINT}"
+        ) from None
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -192,7 +201,7 @@ def _read_pixels(path: Path) -> np.ndarray:
             data = tifffile.imread(handle)
     except Exception as error:  # noqa: BLE001
         raise InputError(
-            f"{path}: truncated or corrupt TIFF ({type(error).__name__}: {error})"
+            f"{path}: truncated or corrupt TIFF ({type(error).__name__}: {error}); {_REEXPORT_HINT}"
         ) from None
     return np.squeeze(data) if data.ndim > 2 else data
 
@@ -287,12 +296,7 @@ def ingest_export(
             len(scan.ignored), source, scan.ignored[0],
         )  # fmt: skip
     keys = list(scan.images)
-    found = {
-        "n_fields": max(k.field for k in keys) + 1,
-        "n_channels": max(k.channel for k in keys) + 1,
-        "n_timepoints": max(k.timepoint for k in keys) + 1,
-        "n_z": max(k.z for k in keys) + 1,
-    }
+    found = _dimensions(keys)
     stated = {
         "n_fields": vendor.n_fields,
         "n_channels": len(vendor.channel_names) if vendor.channel_names else None,
@@ -402,9 +406,16 @@ def ingest_export(
                     f"{scan.images[key]}: decoded as {plane.shape} {plane.dtype}, expected "
                     f"{reference_shape} {reference_dtype}"
                 )
-            plate.write_plane(
-                key.well, key.field, plane, channel=key.channel, timepoint=key.timepoint, z=key.z
-            )
+            try:
+                plate.write_plane(
+                    key.well, key.field, plane, channel=key.channel, timepoint=key.timepoint,
+                    z=key.z,
+                )  # fmt: skip
+            except OSError as error:
+                raise InputError(
+                    f"cannot write plate {out_zarr}: {error.strerror or error}; free disk "
+                    "space or choose another output folder"
+                ) from None
             return plane.nbytes
 
         _run_parallel(copy, keys, workers=workers, progress=progress, description="ingest")
@@ -413,6 +424,37 @@ def ingest_export(
             shutil.rmtree(out_zarr, ignore_errors=True)
         raise
     return open_plate(out_zarr)
+
+
+def _dimensions(keys: list[ImageKey]) -> dict[str, int]:
+    """Fields, channels, timepoints and z-planes spanned by an export's image keys."""
+    return {
+        "n_fields": max(k.field for k in keys) + 1,
+        "n_channels": max(k.channel for k in keys) + 1,
+        "n_timepoints": max(k.timepoint for k in keys) + 1,
+        "n_z": max(k.z for k in keys) + 1,
+    }
+
+
+def export_channel_names(source: str | Path, pattern: str | None = None) -> list[str]:
+    """Channel names of a microscope export, without ingesting it.
+
+    The names its side-car files state (ImageXpress ``.HTD`` / MetaSeries tags, Operetta
+    ``Index.idx.xml``, CellVoyager ``.mrf``), else the vendor's default names (``w1``,
+    ``ch1``, ``C01``) for the channels found in the file names.
+    """
+    source = Path(source)
+    convention = "generic" if pattern else detect_convention(source)
+    scan = scan_export(source, convention, pattern)
+    vendor = read_side_cars(source, convention) if convention != "generic" else VendorMetadata()
+    dims = _dimensions(list(scan.images))
+    if convention == "imagexpress" and vendor.channel_names is None:
+        _add_metaseries(vendor, scan, dims)
+    names = list(vendor.channel_names or [])
+    n_channels = max(dims["n_channels"], len(names))
+    template = _DEFAULT_CHANNEL_NAME[convention]
+    names += [template.format(c + 1) for c in range(len(names), n_channels)]
+    return names[:n_channels]
 
 
 def _add_metaseries(vendor: VendorMetadata, scan: ExportScan, dims: dict[str, int]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -87,14 +86,11 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     The rename is atomic on a POSIX filesystem: readers see the old file or the new one,
     never a partial one. The temporary file is removed if ``write`` fails.
     """
+    from screenlib.io_utils import atomic_path  # fsyncs the file and its folder
+
     path = Path(path)
-    tmp = temporary_name(path)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -357,6 +357,12 @@ def run_plate(
     settings = settings or AssaySettings()
     # absolute paths: workers of an external cluster run in other working directories
     out_dir = Path(out_dir).resolve()
+    source = Path(getattr(plate, "path", plate)).resolve()  # an export folder or a plate
+    if out_dir.is_relative_to(source):
+        raise InputError(
+            f"output folder {out_dir} lies inside the input {source}; choose an --out "
+            "outside it (screenlib never writes into the raw data)"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -520,6 +526,14 @@ def run_plate(
         "n_fields_failed": summary.n_fields_failed,
         "n_cells": summary.n_cells,
     }
+    if summary.n_cells == 0:
+        summary.outputs["fields.csv"] = _write_csv(out_dir / "fields.csv", fields)
+        raise InputError(
+            f"no cell was found in any of the {summary.n_fields} fields of plate "
+            f"{plate_obj.name} ({out_dir / 'fields.csv'} gives each field's QC): check that "
+            "the settings' [[channels]] map the nuclear stain to the right channel and that "
+            "the images are not blank"
+        )
     _finalize(
         out_dir, plate_obj, platemap_table, settings, cells, fields, run_info, summary, report
     )

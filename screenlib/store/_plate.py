@@ -212,6 +212,7 @@ class Plate:
         self._attrs = attributes
         self._arrays: dict[str, zarr.Array] = {}
         self._chunk_writers: dict[str, _PlaneChunkWriter | None] = {}
+        self._whole_plane_arrays: dict[str, bool] = {}  # array path -> chunks are whole planes
         self._lock = threading.Lock()
         info = attributes.get("screenlib", {}).get("layout")
         self._wells = [
@@ -357,8 +358,62 @@ class Plate:
         array = self._image_array(well, field)
         if not 0 <= timepoint < self.n_timepoints:
             raise InputError(f"timepoint {timepoint} outside 0..{self.n_timepoints - 1}")
-        data = array[timepoint]  # (C, Z, Y, X)
+        self._check_planes_present(well, field, timepoint)
+        try:
+            data = array[timepoint]  # (C, Z, Y, X)
+        except Exception as error:  # noqa: BLE001 - a damaged chunk names its field
+            raise InputError(
+                f"{self.path}: well {well} field {field} timepoint {timepoint}: unreadable "
+                f"image data ({type(error).__name__}: {error}); the store is damaged — "
+                "ingest the export again"
+            ) from None
         return data.max(axis=1) if data.shape[1] > 1 else data[:, 0]
+
+    def _check_planes_present(self, well: str, field: int, timepoint: int) -> None:
+        """Refuse a field whose plane chunk files are missing from a screenlib plate.
+
+        screenlib writes every plane's chunk (zeros included), so an absent chunk is lost
+        data, not a blank image: zarr would silently read it as zeros and, e.g., a lost PI
+        plane would make every cell of the field PI-negative. Plates written by other tools
+        (no ``screenlib.layout``) keep zarr's meaning of an absent chunk (the fill value).
+        """
+        if self._layout_json is None:
+            return
+        array_path = f"{self._field_path(well, field)}/0"
+        array_dir = self.path / array_path
+        with self._lock:
+            whole_planes = self._whole_plane_arrays.get(array_path)
+        if whole_planes is None:
+            whole_planes = _PlaneChunkWriter.for_array(array_dir) is not None
+            with self._lock:
+                self._whole_plane_arrays[array_path] = whole_planes
+        if not whole_planes:
+            return  # not the whole-plane chunk layout screenlib writes: nothing to check
+        _t, n_channels, n_z, _y, _x = self.shape
+        for channel in range(n_channels):
+            for z in range(n_z):
+                chunk = array_dir.joinpath("c", str(timepoint), str(channel), str(z), "0", "0")
+                if chunk.is_file():
+                    continue
+                recorded = {
+                    (
+                        g.get("well"),
+                        g.get("field"),
+                        g.get("channel"),
+                        g.get("timepoint"),
+                        g.get("z"),
+                    )
+                    for g in self.vendor_metadata.get("missing_images") or []
+                }
+                known = (normalize_well(well), field, channel, timepoint, z) in recorded
+                name = self._channel_names[channel] if channel < len(self._channel_names) else ""
+                raise InputError(
+                    f"{self.path}: well {well} field {field}: no image data for channel "
+                    f"{channel} ({name}) timepoint {timepoint} z {z} — chunk file "
+                    f"{chunk.relative_to(self.path)} is missing"
+                    + (" (recorded as missing at ingest)" if known else "")
+                    + "; restore the image and ingest the export again, or leave the field out"
+                )
 
     def read_field_stack(self, well: str, field: int) -> np.ndarray:
         """One field with every timepoint and plane, ``(T, C, Z, Y, X)``."""
@@ -731,8 +786,13 @@ def create_plate(
         if any(path.iterdir()) and not (path / "zarr.json").is_file():
             raise InputError(f"{path} exists and is not a Zarr store; refusing to replace it")
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _write_group(path, attributes)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _write_group(path, attributes)
+    except OSError as error:
+        raise InputError(
+            f"cannot create plate {path}: {error.strerror or error}; choose a writable folder"
+        ) from None
     for row in rows_used:
         _write_group(path / row, {})
     dtype = np.dtype(layout.dtype)
