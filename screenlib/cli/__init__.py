@@ -103,6 +103,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_INPUT_ERROR)
+    except OSError as error:
+        # disk full, permission denied, a path through a file: the environment, not a bug
+        if verbose:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        click.echo(
+            f"error: cannot read or write{where}: {error.strerror or error}; "
+            "check the path, its permissions and free disk space",
+            err=True,
+        )
+        sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:
         click.echo("Interrupted; finished fields are kept and a rerun resumes.", err=True)
         sys.exit(130)
