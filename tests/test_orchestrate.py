@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screenlib.orchestrate import run_plate, settings_toml
+from screenlib.orchestrate import run_plate
 from screenlib.settings import (
     AssaySettings,
     GatingSettings,
@@ -31,6 +31,7 @@ from screenlib.settings import (
     load_settings,
     settings_from_dict,
 )
+from screenlib.settings_template import settings_to_toml
 from screenlib.simulate import render_field
 from screenlib.store import PlateLayout, create_plate, open_plate
 
@@ -418,7 +419,7 @@ def test_settings_toml_round_trips():
     settings = AssaySettings(
         pixel_size_um=0.5, gating=GatingSettings(annexin_gate=120.0, method="mixture")
     )
-    text = settings_toml(settings)
+    text = settings_to_toml(settings)
     assert "[gating]" in text
     assert settings_from_dict(tomllib.loads(text)) == settings
 

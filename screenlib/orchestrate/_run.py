@@ -38,7 +38,8 @@ from screenlib.orchestrate._manifest import (
 )
 from screenlib.plugins import load_stains
 from screenlib.report import write_report
-from screenlib.settings import AssaySettings, settings_to_dict
+from screenlib.settings import AssaySettings
+from screenlib.settings_template import settings_to_toml
 
 logger = logging.getLogger(__name__)
 
@@ -186,31 +187,6 @@ def concatenate_parts(parts_dir: Path, stems: list[str]) -> pd.DataFrame:
     cells = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     order = [c for c in ("well", "field", "timepoint", "label") if c in cells]
     return cells.sort_values(order, kind="stable").reset_index(drop=True)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def settings_toml(settings: AssaySettings) -> str:
-    """The settings as TOML that ``load_settings`` reads back to the same object."""
-    data = settings_to_dict(settings)
-    lines = [f"# settings used by screenlib {__version__}"]
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
-    for channel in data.get("channels", []):
-        lines += ["", "[[channels]]"] + [f"{k} = {_toml_value(v)}" for k, v in channel.items()]
-    for section, values in data.items():
-        if isinstance(values, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -541,7 +517,7 @@ def run_plate(
         leftover.unlink(missing_ok=True)
     summary.outputs["settings_used.toml"] = write_atomic(
         out_dir / "settings_used.toml",
-        lambda tmp: tmp.write_text(settings_toml(settings), encoding="utf-8"),
+        lambda tmp: tmp.write_text(settings_to_toml(settings), encoding="utf-8"),
     )
     summary.seconds = time.perf_counter() - started
     manifest.update(
