@@ -827,8 +827,8 @@ def test_report_escapes_platemap_strings(troubled_run):
 
 
 def test_platemap_without_vehicle_wells(cells_zarr, tmp_path):
-    # gates are learned from vehicle wells: without any (and no manual gates) the run stops,
-    # keeping the measured cells so that a rerun with manual gates analyses no field again
+    # gates are learned from vehicle wells: without any (and no manual gates) the run stops
+    # before a single field is analysed (on a real plate that saves hours)
     text = PLATEMAP_HEADER + "A01,S,m,1 nM,sample\nA02,S,m,10 nM,sample\n"
     platemap = write_text(tmp_path / "platemap.csv", text)
     plate = tmp_path / "cells.zarr"
@@ -838,8 +838,8 @@ def test_platemap_without_vehicle_wells(cells_zarr, tmp_path):
             "--quiet", "run", plate, "--platemap", platemap, "--out", tmp_path / "out",
             "--workers", 1, "--no-report", subprocess_=True,
         )  # fmt: skip
-    assert_input_error(result, "negative_control", "gating.annexin_gate")
-    assert (tmp_path / "out" / "cells.parquet").is_file()
+    assert_input_error(result, "negative_control", "gating.annexin_gate", "platemap.csv")
+    assert not list((tmp_path / "out").glob("parts/*.parquet")), "fields were analysed first"
     noise = [line for line in result.stderr.splitlines() if line.startswith("INFO")]
     assert not noise, f"--quiet, yet {len(noise)} INFO lines drown the error: {noise[:3]}"
 

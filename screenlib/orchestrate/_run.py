@@ -199,6 +199,28 @@ def _write_csv(path: Path, table: pd.DataFrame) -> Path:
     return write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
+def _check_gates_can_be_learned(
+    platemap: pd.DataFrame, wells: list[str], settings: AssaySettings, source: Any
+) -> None:
+    """Stop before any image is analysed when no imaged vehicle well can train the gates."""
+    gating = settings.gating
+    manual = (
+        gating.annexin_gate is not None
+        and gating.pi_gate is not None
+        and gating.bleedthrough_annexin_to_pi is not None
+    )
+    imaged = platemap[platemap["well"].isin(wells)]
+    if manual or (imaged["role"] == "negative_control").any():
+        return
+    name = source if not isinstance(source, pd.DataFrame) else "the plate map"
+    raise InputError(
+        f"{name}: no imaged well has role 'negative_control', so there are no vehicle cells to "
+        "learn the Annexin V / PI gates from; mark the vehicle (e.g. DMSO) wells with role "
+        "'negative_control' in the plate map, or give gating.annexin_gate, gating.pi_gate and "
+        "gating.bleedthrough_annexin_to_pi in the assay settings"
+    )
+
+
 def plugin_marker_features(settings: AssaySettings) -> dict[str, str]:
     """``{stain: feature}`` of the assay's plugin marker stains, gated like Annexin V and PI."""
     stains = load_stains()
@@ -365,6 +387,7 @@ def run_plate(
     missing = sorted(set(plate_obj.wells) - set(platemap_table["well"]))
     if missing:
         logger.warning("wells in the plate but not in the plate map: %s", ", ".join(missing))
+    _check_gates_can_be_learned(platemap_table, plate_obj.wells, settings, platemap)
     timepoints = range(int(plate_obj.n_timepoints))
     context = {
         "stains": [s for _, s in resolved],
