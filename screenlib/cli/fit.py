@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from screenlib.cli._output import write_output
 from screenlib.errors import InputError
 
 
@@ -117,15 +118,6 @@ def command(
                 f"note: {n_missing} row(s) of {table} have missing values in "
                 f"{', '.join(used)}; dropped from their curves (see the notes column)"
             )
-    from screenlib.io_utils import atomic_path
-
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_path) as temporary:
-            fits.to_csv(temporary, index=False)
-    except OSError as error:
-        raise InputError(
-            f"cannot write {out_path}: {error.strerror or error}; choose a writable --out"
-        ) from None
+    write_output(out_path, lambda tmp: fits.to_csv(tmp, index=False))
     n_flagged = int((fits.get("flags", pd.Series(dtype=str)).fillna("") != "").sum())
     click.echo(f"{len(fits)} curve(s) fitted, {n_flagged} flagged -> {out_path}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from screenlib.cli._output import write_output
 from screenlib.errors import InputError
 from screenlib.settings_template import guess_stain, settings_template
 
@@ -54,15 +55,7 @@ def command(source: Path, out_path: Path, pattern: str | None, force: bool) -> N
     names, origin = detect_channel_names(source, pattern)
     stains = [guess_stain(name) for name in names]
     text = settings_template(names, stains)
-    from screenlib.io_utils import atomic_write_text
-
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_path, text)
-    except OSError as error:
-        raise InputError(
-            f"cannot write {out_path}: {error.strerror or error}; choose a writable --out"
-        ) from None
+    write_output(out_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     click.echo(f"Channels found in the {origin}:")
     for index, (name, stain) in enumerate(zip(names, stains, strict=True)):
         click.echo(f"  {index}: {name!r:30} -> {stain or 'not recognised (edit the file)'}")

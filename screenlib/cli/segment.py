@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from screenlib.cli._output import write_output
 from screenlib.errors import InputError
 
 
@@ -107,16 +108,7 @@ def command(
         nuclear.astype(np.float32) - np.float32(offset), pixel_size_um, settings.segmentation
     )
     labels = np.asarray(labels, dtype=np.int32)
-    from screenlib.io_utils import atomic_path
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as temporary:
-            tifffile.imwrite(temporary, labels, compression="zlib")
-    except OSError as error:
-        raise InputError(
-            f"cannot write {out}: {error.strerror or error}; choose a writable --out"
-        ) from None
+    write_output(out, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
     click.echo(
         f"{int(labels.max())} nuclei in {image.name} (pixel size {pixel_size_um:g} µm, "
         f"segmenter '{settings.segmentation.segmenter}') -> {out}"

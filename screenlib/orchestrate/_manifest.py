@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,11 +72,6 @@ def finalize_hash(settings: AssaySettings) -> str:
 def field_stem(well: str, field: int, timepoint: int) -> str:
     """File stem of one field's outputs, e.g. ``"B03_f1_t0"``."""
     return f"{well}_f{field}_t{timepoint}"
-
-
-def temporary_name(path: Path) -> Path:
-    """A unique hidden sibling of ``path`` to write into before renaming."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 import screenlib
 from screenlib.errors import ScreenlibError
+from screenlib.io_utils import atomic_write_text
 from screenlib.report import figures as fig
 from screenlib.report import html as h
 from screenlib.report.gallery import GALLERY_CLASSES, cell_gallery, gallery_mosaic
@@ -915,10 +916,7 @@ def write_report(
     )
     document = h.page(f"Apoptosis screen report — {plate_name}", subtitle, sections)
     path = out_dir / "report.html"
-    temporary = path.with_name(".report.html.tmp")
-    temporary.write_text(document, encoding="utf-8")
-    temporary.replace(path)  # atomic: a reader never sees half a report
-    return path
+    return atomic_write_text(path, document)  # a reader never sees half a report
 
 
 __all__ = ["write_report", "SECTION_IDS"]
