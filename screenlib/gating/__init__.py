@@ -10,12 +10,14 @@ from screenlib.gating.classify import (
 from screenlib.gating.gates import (
     Gates,
     estimate_bleedthrough,
+    gates_are_manual,
     gates_from_dict,
     gates_to_dict,
     learn_gates,
 )
 
 __all__ = [
+    "gates_are_manual",
     "CELL_CLASSES",
     "DEBRIS",
     "Gates",

@@ -221,6 +221,16 @@ def _learned_gate(
     return robust_gate, "robust", info, negative
 
 
+def gates_are_manual(settings: GatingSettings) -> bool:
+    """Whether the settings fix both gates and the bleed-through, so no vehicle cells are
+    needed to learn anything."""
+    return (
+        settings.annexin_gate is not None
+        and settings.pi_gate is not None
+        and settings.bleedthrough_annexin_to_pi is not None
+    )
+
+
 def learn_gates(
     cells: pd.DataFrame,
     platemap: pd.DataFrame | None,
@@ -290,7 +300,7 @@ def learn_gates(
     positive_mask = usable & (roles == "positive_control")
     manual_annexin = settings.annexin_gate is not None
     manual_pi = settings.pi_gate is not None
-    fully_manual = manual_annexin and manual_pi and settings.bleedthrough_annexin_to_pi is not None
+    fully_manual = gates_are_manual(settings)
 
     timepoints = sorted(set(timepoint.tolist())) or [0]
     # Vehicle cells per timepoint; a timepoint without vehicle cells borrows all timepoints'.

@@ -21,7 +21,7 @@ from screenlib import __version__
 from screenlib.aggregate import aggregate_wells, flag_relative_focus, plate_qc
 from screenlib.doseresponse import fit_wells
 from screenlib.errors import InputError, SettingsError
-from screenlib.gating import classify_cells, gates_to_dict, learn_gates
+from screenlib.gating import classify_cells, gates_are_manual, gates_to_dict, learn_gates
 from screenlib.orchestrate._cluster import dashboard_link, dask_client
 from screenlib.orchestrate._field_task import FieldJob, analyze_fields
 from screenlib.orchestrate._manifest import (
@@ -203,14 +203,8 @@ def _check_gates_can_be_learned(
     platemap: pd.DataFrame, wells: list[str], settings: AssaySettings, source: Any
 ) -> None:
     """Stop before any image is analysed when no imaged vehicle well can train the gates."""
-    gating = settings.gating
-    manual = (
-        gating.annexin_gate is not None
-        and gating.pi_gate is not None
-        and gating.bleedthrough_annexin_to_pi is not None
-    )
     imaged = platemap[platemap["well"].isin(wells)]
-    if manual or (imaged["role"] == "negative_control").any():
+    if gates_are_manual(settings.gating) or (imaged["role"] == "negative_control").any():
         return
     name = source if not isinstance(source, pd.DataFrame) else "the plate map"
     raise InputError(
