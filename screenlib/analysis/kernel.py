@@ -79,17 +79,23 @@ def _grid_channel(
     grid = block_mean(channel, factor)
     grid -= offset
     if flat is not None:
-        # the profile is smooth: its value at each block centre stands for the block
-        start = (factor - 1) // 2
-        sampled = flat[start::factor, start::factor][: grid.shape[0], : grid.shape[1]]
-        if sampled.shape != grid.shape:
-            sampled = np.pad(
-                sampled,
-                ((0, grid.shape[0] - sampled.shape[0]), (0, grid.shape[1] - sampled.shape[1])),
-                mode="edge",
-            )
-        grid /= sampled
+        grid /= _flat_on_grid(flat, factor)
     return grid
+
+
+def _flat_on_grid(flat: np.ndarray, factor: int) -> np.ndarray:
+    """The flat-field profile on the ``factor`` grid: the profile is smooth, so its value at
+    each block centre stands for the block."""
+    grid_shape = (-(-flat.shape[0] // factor), -(-flat.shape[1] // factor))
+    start = (factor - 1) // 2
+    sampled = flat[start::factor, start::factor][: grid_shape[0], : grid_shape[1]]
+    if sampled.shape != grid_shape:
+        sampled = np.pad(
+            sampled,
+            ((0, grid_shape[0] - sampled.shape[0]), (0, grid_shape[1] - sampled.shape[1])),
+            mode="edge",
+        )
+    return sampled
 
 
 def _sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -110,8 +116,10 @@ def _noise_scale(flat: np.ndarray | None, factor: int) -> np.ndarray | None:
     multiplies the noise by its inverse (median 1)."""
     if flat is None:
         return None
-    inverse = block_mean(1.0 / np.maximum(flat, 1e-3), factor)
-    return (inverse / np.median(inverse)).astype(np.float32)
+    inverse = 1.0 / np.maximum(_flat_on_grid(flat, factor), np.float32(1e-3))
+    # the profile is smooth: a regular subsample gives its median
+    inverse /= np.median(inverse[::8, ::8])
+    return inverse.astype(np.float32, copy=False)
 
 
 def analyze_field(
