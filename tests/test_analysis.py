@@ -17,7 +17,9 @@ from skimage.measure import regionprops_table
 from screenlib.analysis import (
     analyze_field,
     background_annulus_labels,
+    cell_labels,
     estimate_flatfield,
+    focus_score,
     index_labels,
     match_labels,
     region_statistics,
@@ -26,6 +28,8 @@ from screenlib.analysis import (
     shape_features,
 )
 from screenlib.analysis.correction import block_mean, upsample_nearest
+from screenlib.analysis.measure import index_cell_regions
+from screenlib.analysis.windows import window_max, window_min
 from screenlib.errors import InputError, PluginError
 from screenlib.settings import AssaySettings, QCSettings
 from screenlib.simulate import render_bright_among_dim, render_field
@@ -209,6 +213,10 @@ def test_shape_features_match_regionprops(factor):
     touches = np.zeros(grid.max() + 1, bool)
     touches[np.unique(np.concatenate([full[0], full[-1], full[:, 0], full[:, -1]]))] = True
     np.testing.assert_array_equal(ours["touches_border"], touches[1:])
+    # the hull from the objects' edge pixels only is the hull from all their pixels
+    from_edges = shape_features(index_labels(grid), factor=factor, labels=grid)
+    for column in ours:
+        np.testing.assert_allclose(from_edges[column], ours[column], rtol=1e-12)
 
 
 # --- the kernel -----------------------------------------------------------------------------
@@ -327,6 +335,74 @@ def test_block_mean_and_upsample_are_consistent():
     np.testing.assert_allclose(block_mean(image, 3), [[7, 10], [25, 28]])
     labels = np.array([[1, 2], [0, 3]], np.int32)
     np.testing.assert_array_equal(upsample_nearest(labels, 2, (3, 4))[2], [0, 0, 3, 3])
+    grid = np.random.default_rng(0).integers(0, 9, (7, 5)).astype(np.int32)
+    np.testing.assert_array_equal(
+        upsample_nearest(grid, 3, (20, 14)), np.repeat(np.repeat(grid, 3, 0), 3, 1)[:20, :14]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("factor", [2, 3, 7])
+def test_block_mean_of_camera_pixels_is_exact(dtype, factor):
+    rng = np.random.default_rng(factor)
+    top = 255 if dtype == np.uint8 else 30000
+    image = rng.integers(0, top, (61, 47)).astype(dtype)
+    padded = np.pad(image, ((0, -61 % factor), (0, -47 % factor)), mode="reflect")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, -1, factor).astype(np.float64)
+    expected = blocks.sum(axis=(1, 3)) / factor**2
+    np.testing.assert_allclose(block_mean(image, factor), expected, rtol=1e-6)
+    # 16-bit pixels saturating every block: the integer sums must not overflow
+    full = np.full((4 * factor, 4 * factor), np.iinfo(np.uint16).max, np.uint16)
+    np.testing.assert_array_equal(block_mean(full, factor), 65535.0)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 15])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_window_extremes_equal_scipy_filters(size, dtype):
+    rng = np.random.default_rng(size)
+    image = (rng.random((37, 23)) * 200 - (50 if dtype == np.float32 else 0)).astype(dtype)
+    for mode in ("nearest", "reflect"):
+        np.testing.assert_array_equal(
+            window_max(image, size), ndi.maximum_filter(image, size=size, mode=mode)
+        )
+        np.testing.assert_array_equal(
+            window_min(image, size), ndi.minimum_filter(image, size=size, mode=mode)
+        )
+    if dtype != np.float32:  # non-negative: a constant 0 border never wins a maximum
+        np.testing.assert_array_equal(
+            window_max(image, size), ndi.maximum_filter(image, size=size, mode="constant")
+        )
+    with pytest.raises(ValueError, match="odd"):
+        window_max(image, 4)
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_cells_are_nuclei_plus_rings_and_one_sort_indexes_all_regions(gap):
+    rng = np.random.default_rng(gap)
+    nuclei = ndi.label(ndi.gaussian_filter(rng.random((90, 110)), 2) > 0.53)[0].astype(np.int32)
+    ring = ring_labels(nuclei, 2, gap)
+    cells = cell_labels(nuclei, 2, gap)
+    np.testing.assert_array_equal(cells, np.where(nuclei > 0, nuclei, ring))
+    n = int(nuclei.max())
+    regions = index_cell_regions(nuclei, cells, n)
+    for name, image in (("nucleus", nuclei), ("ring", ring), ("cell", cells)):
+        expected = index_labels(image, n)
+        np.testing.assert_array_equal(regions[name].pixels, expected.pixels)
+        np.testing.assert_array_equal(regions[name].counts, expected.counts)
+        np.testing.assert_array_equal(regions[name].starts, expected.starts)
+
+
+def test_focus_score_is_the_rms_laplacian_inside_nuclei():
+    rng = np.random.default_rng(4)
+    image = ndi.gaussian_filter(rng.random((60, 70)), 1.5).astype(np.float32) * 100 + 20
+    nuclei = ndi.label(image > np.percentile(image, 70))[0]
+    inside = nuclei > 0
+    laplacian = ndi.laplace(image.astype(np.float64))
+    expected = np.sqrt(np.mean(laplacian[inside] ** 2)) / np.sqrt(
+        np.mean((image[inside].astype(np.float64) - 20.0) ** 2)
+    )
+    assert focus_score(image, nuclei, 1.0, background=20.0) == pytest.approx(expected, rel=1e-9)
+    assert focus_score(image, np.zeros_like(nuclei), 1.0) == 0.0
 
 
 # --- CLI --------------------------------------------------------------------------------------

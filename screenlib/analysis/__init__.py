@@ -11,7 +11,7 @@ from screenlib.analysis.kernel import FieldResult, analyze_field
 from screenlib.analysis.measure import index_labels, region_statistics, shape_features
 from screenlib.analysis.metrics import MatchResult, match_labels
 from screenlib.analysis.qc import focus_score, saturated_fraction
-from screenlib.analysis.regions import background_annulus_labels, ring_labels
+from screenlib.analysis.regions import background_annulus_labels, cell_labels, ring_labels
 from screenlib.analysis.segmentation import segment_nuclei
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "MatchResult",
     "analyze_field",
     "background_annulus_labels",
+    "cell_labels",
     "estimate_camera_offset",
     "estimate_flatfield",
     "focus_score",

@@ -25,13 +25,14 @@ from screenlib.analysis.correction import (
     upsample_nearest,
 )
 from screenlib.analysis.measure import (
+    index_cell_regions,
     index_labels,
     labelled_mean,
     region_statistics,
     shape_features,
 )
-from screenlib.analysis.qc import focus_score, qc_call, saturated_fraction
-from screenlib.analysis.regions import background_annulus_labels, ring_labels
+from screenlib.analysis.qc import focus_score_at, qc_call, saturated_fraction
+from screenlib.analysis.regions import background_annulus_labels, cell_labels
 from screenlib.analysis.segmentation import (
     grid_factor,
     refine_grid,
@@ -241,24 +242,17 @@ def analyze_field(
     ring_width = max(1, int(round(settings.ring.ring_width_um / grid_um)))
     ring_gap = int(round(settings.ring.ring_gap_um / grid_um))
     background_width = max(1, int(round(settings.ring.background_width_um / grid_um)))
-    ring = ring_labels(labels_grid, ring_width, ring_gap)
-    cell = np.where(labels_grid > 0, labels_grid, ring)
+    cell = cell_labels(labels_grid, ring_width, ring_gap)  # each nucleus with its ring
+    indices = index_cell_regions(labels_grid, cell, n_cells)
     # the local background is a mean over many pixels: every other grid pixel is plenty
     step = 2 if min(cell.shape) >= 128 else 1
     annulus = background_annulus_labels(
         cell[::step, ::step], max(1, int(round(background_width / step)))
     )
-
-    indices = {"nucleus": index_labels(labels_grid, n_cells)}
-    needed = {stain.region for stain in resolved}
-    if "ring" in needed:
-        indices["ring"] = index_labels(ring, n_cells)
-    if "cell" in needed:
-        indices["cell"] = index_labels(cell, n_cells)
     annulus_index = index_labels(annulus, n_cells)
 
     table: dict[str, np.ndarray] = {"label": np.arange(1, n_cells + 1, dtype=np.int32)}
-    shape_columns = shape_features(indices["nucleus"], factor)
+    shape_columns = shape_features(indices["nucleus"], factor, labels=labels_grid)
     table["centroid_y"] = shape_columns["centroid_y"]
     table["centroid_x"] = shape_columns["centroid_x"]
     table["area_px"] = shape_columns["area_px"].astype(np.int64)
@@ -293,10 +287,11 @@ def analyze_field(
         outside = grid[::8, ::8][outside_cells]
         qc[f"background_{stain.name}"] = float(np.median(outside)) if outside.size else float("nan")
 
-    focus = focus_score(
-        grids[nuclear_index] - qc[f"background_{resolved[nuclear_index].name}"],
-        labels_grid,
+    focus = focus_score_at(
+        grids[nuclear_index],
+        indices["nucleus"].pixels,
         grid_um,
+        background=qc[f"background_{resolved[nuclear_index].name}"],
     )
     saturated = max(saturated_fraction(channel) for channel in channels)
     passed, reason = qc_call(

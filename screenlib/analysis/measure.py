@@ -45,11 +45,33 @@ def index_labels(labels: np.ndarray, n_labels: int | None = None) -> LabelIndex:
     # a stable sort of 16-bit keys is a radix sort in NumPy: linear time
     keys = object_ids.astype(np.uint16) if n_labels < 2**16 else object_ids
     order = np.argsort(keys, kind="stable")
-    pixels = pixels[order]
-    object_ids = object_ids[order].astype(np.int64)
+    return _grouped(n_labels, pixels[order], object_ids[order].astype(np.int64), labels.shape)
+
+
+def _grouped(
+    n_labels: int, pixels: np.ndarray, object_ids: np.ndarray, shape: tuple[int, int]
+) -> LabelIndex:
+    """A :class:`LabelIndex` of pixels already grouped by (sorted) ``object_ids``."""
     counts = np.bincount(object_ids, minlength=n_labels + 1)[1 : n_labels + 1]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    return LabelIndex(n_labels, pixels, object_ids, counts, starts, labels.shape)
+    return LabelIndex(n_labels, pixels, object_ids, counts, starts, shape)
+
+
+def index_cell_regions(
+    nucleus_labels: np.ndarray, cell_labels: np.ndarray, n_labels: int
+) -> dict[str, LabelIndex]:
+    """Indices of the ``nucleus``, ``ring`` and whole ``cell`` regions from one sort.
+
+    ``cell_labels`` are the nuclei grown by their rings (the ring is the cell outside its
+    nucleus). Each result equals :func:`index_labels` of that region's label image.
+    """
+    index = index_labels(cell_labels, n_labels)
+    in_nucleus = nucleus_labels.ravel()[index.pixels] > 0
+    return {
+        "nucleus": _subset(index, in_nucleus),
+        "ring": _subset(index, ~in_nucleus),
+        "cell": index,
+    }
 
 
 def _reduce(ufunc: np.ufunc, values: np.ndarray, index: LabelIndex, empty: float) -> np.ndarray:
@@ -129,14 +151,44 @@ def _support(projection: np.ndarray, index: LabelIndex) -> tuple[np.ndarray, np.
     )
 
 
-def shape_features(index: LabelIndex, factor: int = 1, n_directions: int = 16) -> dict:
+def _edge_pixels(labels: np.ndarray, index: LabelIndex) -> np.ndarray:
+    """Which entries of ``index.pixels`` lie on their object's edge (a 4-neighbour differs or
+    lies outside the image)."""
+    flat = labels.ravel()
+    height, width = labels.shape
+    pixels = index.pixels
+    y, x = np.divmod(pixels, width)
+    own = flat[pixels]
+    edge = (y == 0) | (y == height - 1) | (x == 0) | (x == width - 1)
+    inner = ~edge
+    inner_pixels, inner_own = pixels[inner], own[inner]
+    differs = np.zeros(inner_pixels.size, dtype=bool)
+    for offset in (-width, width, -1, 1):
+        differs |= flat[inner_pixels + offset] != inner_own
+    edge[inner] = differs
+    return edge
+
+
+def _subset(index: LabelIndex, selected: np.ndarray) -> LabelIndex:
+    """The index restricted to the entries where ``selected`` is True (still grouped)."""
+    return _grouped(index.n_labels, index.pixels[selected], index.object_ids[selected], index.shape)
+
+
+def shape_features(
+    index: LabelIndex,
+    factor: int = 1,
+    n_directions: int = 16,
+    labels: np.ndarray | None = None,
+) -> dict:
     """Area, centroid, eccentricity, solidity and border contact of every label.
 
     Coordinates are full-resolution pixel coordinates. Eccentricity is that of the ellipse
     with the same second moments (as scikit-image's). Solidity is the area over the area of
     the convex hull of the object's pixel squares, the hull approximated by the circumscribed
     polygon with ``2 * n_directions`` edge normals (for 16: solidity within ~0.05 of the
-    exact value, 1.5 % low on average).
+    exact value, 1.5 % low on average). Given the ``labels`` the index was made from, the hull
+    is taken over each object's edge pixels only (interior pixels are never extreme): the same
+    result, about half the work.
     """
     grid_y, grid_x = index.shape
     y = (index.pixels // grid_x).astype(np.float64)
@@ -163,12 +215,17 @@ def shape_features(index: LabelIndex, factor: int = 1, n_directions: int = 16) -
         eccentricity[major <= 0] = 0.0  # a single pixel
 
         # convex hull of the pixel squares via its support function in 2 * n_directions normals
+        hull_index, hull_y, hull_x = index, y, x
+        if labels is not None:
+            edge = _edge_pixels(labels, index)
+            hull_index = _subset(index, edge)
+            hull_y, hull_x = y[edge], x[edge]
         angles = np.arange(2 * n_directions) * (np.pi / n_directions)
         supports = np.empty((index.n_labels, angles.size))
         for k in range(n_directions):
             cos, sin = np.cos(angles[k]), np.sin(angles[k])
             half_block = factor / 2.0 * (abs(cos) + abs(sin))
-            highest, lowest = _support(x * cos + y * sin, index)
+            highest, lowest = _support(hull_x * cos + hull_y * sin, hull_index)
             supports[:, k] = highest + half_block
             supports[:, k + n_directions] = -lowest + half_block  # opposite normal
         cos_a, sin_a = np.cos(angles), np.sin(angles)

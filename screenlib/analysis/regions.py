@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
+
+from screenlib.analysis.windows import window_max, window_min
 
 
-def _grow(labels: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Grow labels into background one pixel per step; return grown labels and step reached.
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Labels as uint16 when they fit: window extremes run twice as fast on half the bytes."""
+    if labels.size and labels.dtype != np.uint16 and 0 <= labels.min() and labels.max() < 2**16:
+        return labels.astype(np.uint16)
+    return labels
 
-    Each step gives an unassigned pixel the label of a 3x3 neighbour, so a pixel goes to the
-    nucleus that reaches it first (the nearest in chessboard distance): regions of neighbouring
-    cells meet halfway and never overlap (clipped against neighbours).
+
+def _grow(labels: np.ndarray, steps: int) -> np.ndarray:
+    """Grow labels into background one pixel per step.
+
+    Each step gives an unassigned pixel the highest label among its 3x3 neighbours, so a pixel
+    goes to the nucleus that reaches it first (the nearest in chessboard distance): regions of
+    neighbouring cells meet halfway and never overlap (clipped against neighbours).
     """
     grown = labels.copy()
-    step_reached = np.zeros(labels.shape, dtype=np.uint8)
-    for step in range(1, steps + 1):
-        neighbour = ndi.maximum_filter(grown, size=3, mode="constant")
-        new = (grown == 0) & (neighbour > 0)
-        grown[new] = neighbour[new]
-        step_reached[new] = step
-    return grown, step_reached
+    for _ in range(steps):
+        neighbour = window_max(grown, 3)
+        np.copyto(grown, neighbour, where=grown == 0)
+    return grown
+
+
+def cell_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarray:
+    """Each nucleus with its ring: the nucleus plus the pixels ``gap_px < d <= gap_px +
+    width_px`` away (chessboard distance), split halfway between neighbours.
+
+    Returns uint16 labels when they fit (else the labels' dtype); see :func:`ring_labels`.
+    """
+    width_px = max(1, int(width_px))
+    gap_px = max(0, int(gap_px))
+    compact = _compact(labels)
+    if not gap_px:
+        return _grow(compact, width_px)
+    inner = _grow(compact, gap_px)
+    outer = _grow(inner, width_px)
+    return np.where((inner == 0) | (compact > 0), outer, 0).astype(compact.dtype, copy=False)
 
 
 def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarray:
@@ -44,11 +65,8 @@ def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarra
     >>> int((ring_labels(nuclei, 1) == 1).sum())
     8
     """
-    width_px = max(1, int(width_px))
-    gap_px = max(0, int(gap_px))
-    grown, step_reached = _grow(labels, gap_px + width_px)
-    ring = np.where(step_reached > gap_px, grown, 0)
-    return ring.astype(labels.dtype, copy=False)
+    cells = cell_labels(labels, width_px, gap_px)
+    return np.where(labels == 0, cells, 0).astype(labels.dtype, copy=False)
 
 
 def background_annulus_labels(cell_labels: np.ndarray, width_px: int) -> np.ndarray:
@@ -60,13 +78,9 @@ def background_annulus_labels(cell_labels: np.ndarray, width_px: int) -> np.ndar
     """
     width_px = max(1, int(width_px))
     size = 2 * width_px + 1
-    highest = ndi.maximum_filter(cell_labels, size=size, mode="constant")
-    empty = np.iinfo(cell_labels.dtype).max
-    lowest = ndi.minimum_filter(
-        np.where(cell_labels > 0, cell_labels, empty).astype(cell_labels.dtype),
-        size=size,
-        mode="constant",
-        cval=empty,
-    )
-    annulus = (cell_labels == 0) & (highest > 0) & (highest == lowest)
+    compact = _compact(cell_labels)
+    highest = window_max(compact, size)
+    empty = np.iinfo(compact.dtype).max
+    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    annulus = (compact == 0) & (highest > 0) & (highest == lowest)
     return np.where(annulus, highest, 0).astype(cell_labels.dtype, copy=False)

@@ -30,6 +30,8 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
+from screenlib.analysis.measure import LabelIndex, index_labels
+from screenlib.analysis.windows import window_max
 from screenlib.settings import SegmentationSettings
 
 #: nuclei are segmented on a grid where the typical nucleus spans about this many pixels
@@ -64,52 +66,40 @@ def background_noise(values: np.ndarray, iterations: int = 4) -> tuple[float, fl
         sample = sample[:: sample.size // 30_000]
     level = float(np.median(sample))
     spread = float(1.4826 * np.median(np.abs(sample - level)))
+    previous_size = sample.size
     for _ in range(iterations):
         kept = sample[sample < level + 3.0 * max(spread, 1e-6)]
-        if kept.size < 100:
+        # the kept values are all those below a bound: the same count is the same set
+        if kept.size < 100 or kept.size == previous_size:
             break
+        previous_size = kept.size
         level = float(np.median(kept))
         spread = float(1.4826 * np.median(np.abs(kept - level)))
     return level, max(spread, 1e-6)
 
 
-def labelled_maximum(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """Maximum of ``values`` per label 0..n_labels (-inf for empty labels), foreground only.
+def _pack_boxes(heights: np.ndarray, widths: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """Shelf-pack boxes (each with a 1-pixel margin) into rows of ``width``.
 
-    One sort of the foreground pixels by label and ``np.maximum.reduceat``: much faster than
-    ``scipy.ndimage.maximum`` with an index, which sorts every pixel.
+    Returns the top-left corners (rows, columns) of every box and the mosaic's shape.
     """
-    foreground = np.flatnonzero(labels)
-    result = np.full(n_labels + 1, -np.inf, dtype=np.float32)
-    if foreground.size == 0:
-        return result
-    object_ids = labels.ravel()[foreground]
-    keys = object_ids.astype(np.uint16) if n_labels < 2**16 else object_ids
-    order = np.argsort(keys, kind="stable")  # radix sort for 16-bit keys
-    object_ids = object_ids[order]
-    starts = np.flatnonzero(np.r_[True, object_ids[1:] != object_ids[:-1]])
-    result[object_ids[starts]] = np.maximum.reduceat(values.ravel()[foreground[order]], starts)
-    return result
-
-
-def _pack_boxes(boxes: list[tuple[slice, slice]], width: int) -> list[tuple[int, int]]:
-    """Shelf-pack boxes (each with a 1-pixel margin) into rows of ``width``; top-left corners."""
-    sizes = [(box[0].stop - box[0].start + 2, box[1].stop - box[1].start + 2) for box in boxes]
-    corners: list[tuple[int, int]] = [(0, 0)] * len(boxes)
+    rows = np.zeros(heights.size, dtype=np.int64)
+    columns = np.zeros(heights.size, dtype=np.int64)
     row = column = shelf_height = 0
-    for k in sorted(range(len(boxes)), key=lambda k: -sizes[k][0]):
-        height, box_width = sizes[k]
+    for k in np.argsort(-heights, kind="stable").tolist():
+        height, box_width = int(heights[k]) + 2, int(widths[k]) + 2
         if column + box_width > width:
             row, column, shelf_height = row + shelf_height, 0, 0
-        corners[k] = (row, column)
+        rows[k], columns[k] = row, column
         column += box_width
         shelf_height = max(shelf_height, height)
-    return corners
+    shape = (int((rows + heights).max()) + 2, int((columns + widths).max()) + 2)
+    return rows, columns, shape
 
 
 def _split_clumps(
     components: np.ndarray,
-    n_components: int,
+    index: LabelIndex,
     signal: np.ndarray,
     single_area: float,
     min_separation: float,
@@ -118,88 +108,144 @@ def _split_clumps(
 
     Clumps are components whose core (pixels above 30 % of their peak) is larger than
     ``CLUMP_AREA_NUCLEI`` typical nuclei (or whose whole area exceeds
-    ``CLUMP_TOTAL_AREA_NUCLEI``). Their distance
-    transform is taken on the clump's core (pixels above 30 % of the local peak intensity),
-    its maxima at least ``min_separation`` apart are the seeds, and a watershed of the whole
-    clump from them
-    draws the dividing lines. The clumps are first packed side by side into one small mosaic,
-    so every step runs on the clumped pixels only, not on the whole field. The distance is the
-    octagonal chamfer distance (mean of city-block and chessboard), within a few per cent of
-    the Euclidean one and several times faster.
+    ``CLUMP_TOTAL_AREA_NUCLEI``). Their distance transform is taken on the clump's core
+    (pixels above 30 % of the local peak intensity), its maxima at least ``min_separation``
+    apart are the seeds, and a watershed of the whole clump from them draws the dividing lines.
+    The clumps' boxes (grown by the seed spacing, so windows see each clump's surroundings) are
+    first packed side by side into one small mosaic, so every step runs on the clumped pixels
+    only, not on the whole field. The distance is the octagonal chamfer distance (mean of
+    city-block and chessboard), within a few per cent of the Euclidean one and several times
+    faster.
+
+    Returns labels where unsplit components keep their ids and the pieces of clumps take ids
+    above ``n_components`` (the ids of split clumps are left unused), and the highest id.
     """
+    # every per-component statistic from one grouping of the foreground pixels
+    n_components = index.n_labels
+    values = signal.ravel()[index.pixels]
+    present = index.counts > 0
+    peaks = np.full(n_components, -np.inf, dtype=np.float32)
+    peaks[present] = np.maximum.reduceat(values, index.starts[present])
     # judge size on each component's bright core: the blur halo makes single nuclei look big
-    peaks = labelled_maximum(signal, components, n_components)
-    core = signal > SPLIT_CORE_FRACTION_OF_PEAK * peaks[components]
-    core_areas = np.bincount(components[core], minlength=n_components + 1)
-    core_areas[0] = 0
-    areas = np.bincount(components.ravel(), minlength=n_components + 1)
-    areas[0] = 0
+    in_core = values > SPLIT_CORE_FRACTION_OF_PEAK * peaks[index.object_ids - 1]
+    core_areas = np.bincount(index.object_ids[in_core], minlength=n_components + 1)[1:]
     # a dim nucleus beside a bright one is no part of the bright one's core: the whole
     # component counts too, with a margin for the halo
     is_clump = (core_areas > CLUMP_AREA_NUCLEI * single_area) | (
-        areas > CLUMP_TOTAL_AREA_NUCLEI * single_area
+        index.counts > CLUMP_TOTAL_AREA_NUCLEI * single_area
     )
     if not is_clump.any():
         return components, n_components
-    keep = ~is_clump
-    keep[0] = False
-    new_ids = np.zeros(n_components + 1, dtype=np.int32)
-    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    labels = new_ids[components]
-    n_kept = int(keep.sum())
 
-    clump_ids = np.flatnonzero(is_clump)
-    all_boxes = ndi.find_objects(components)
-    # each clump's box grown by the peak-search radius, so the local peak sees the neighbours
-    margin = int(round(min_separation))
+    # the clumps' pixels (still grouped by clump) and their boxes
+    in_clump = is_clump[index.object_ids - 1]
+    pixels = index.pixels[in_clump]
+    clump_of_pixel = index.object_ids[in_clump]
     height, width = components.shape
-    boxes = [
-        (
-            slice(max(box[0].start - margin, 0), min(box[0].stop + margin, height)),
-            slice(max(box[1].start - margin, 0), min(box[1].stop + margin, width)),
-        )
-        for box in (all_boxes[i - 1] for i in clump_ids)
-    ]
-    widest = max(box[1].stop - box[1].start for box in boxes) + 2
-    corners = _pack_boxes(boxes, width=max(widest, 512))
-    mosaic_shape = (
-        max(r + b[0].stop - b[0].start + 2 for (r, _), b in zip(corners, boxes, strict=True)),
-        max(c + b[1].stop - b[1].start + 2 for (_, c), b in zip(corners, boxes, strict=True)),
+    y, x = np.divmod(pixels, width)
+    first = np.flatnonzero(np.r_[True, clump_of_pixel[1:] != clump_of_pixel[:-1]])
+    clump_ids = clump_of_pixel[first]
+    margin = int(round(min_separation))
+    clump_top, clump_bottom = np.minimum.reduceat(y, first), np.maximum.reduceat(y, first) + 1
+    clump_left, clump_right = np.minimum.reduceat(x, first), np.maximum.reduceat(x, first) + 1
+    top, bottom = np.maximum(clump_top - margin, 0), np.minimum(clump_bottom + margin, height)
+    left, right = np.maximum(clump_left - margin, 0), np.minimum(clump_right + margin, width)
+    box_heights, box_widths = bottom - top, right - left
+    rows, columns, mosaic_shape = _pack_boxes(
+        box_heights, box_widths, width=max(int(box_widths.max()) + 2, 512)
     )
-    mask = np.zeros(mosaic_shape, dtype=bool)
+
+    # mosaic position of every clump pixel: its offset in its box plus the box's corner
+    which = np.repeat(np.arange(clump_ids.size), np.diff(np.r_[first, pixels.size]))
+    mosaic_pixels = (y - top[which] + rows[which] + 1) * mosaic_shape[1] + (
+        x - left[which] + columns[which] + 1
+    )
+    clump_index = np.zeros(mosaic_shape, dtype=np.int32)  # 1..K on the pixels of clump k
+    clump_index.ravel()[mosaic_pixels] = which + 1
+    mask = clump_index > 0
     mosaic_signal = np.zeros(mosaic_shape, dtype=np.float32)
-    crops = []
-    for clump_id, box, (row, col) in zip(clump_ids, boxes, corners, strict=True):
-        crop = components[box] == clump_id
-        target = (
-            slice(row + 1, row + 1 + crop.shape[0]),
-            slice(col + 1, col + 1 + crop.shape[1]),
-        )
-        mask[target] = crop
-        mosaic_signal[target] = signal[box]
-        crops.append((crop, target))
+    for k in range(clump_ids.size):
+        row, column = int(rows[k]) + 1, int(columns[k]) + 1
+        mosaic_signal[row : row + box_heights[k], column : column + box_widths[k]] = signal[
+            top[k] : bottom[k], left[k] : right[k]
+        ]
 
     # seeds come from the clump's bright core: pixels above a fraction of the local peak
     # (within about one nucleus), so blur halos do not fill the necks between nuclei
-    local_peak = ndi.maximum_filter(mosaic_signal, size=int(round(2 * min_separation)) | 1)
+    local_peak = window_max(mosaic_signal, int(round(2 * min_separation)) | 1)
     core = mask & (mosaic_signal > SPLIT_CORE_FRACTION_OF_PEAK * local_peak)
     distance = ndi.distance_transform_cdt(core, metric="taxicab").astype(np.float32)
     distance += ndi.distance_transform_cdt(core, metric="chessboard")
     distance *= 0.5
-    size = 2 * int(round(min_separation)) + 1
-    local_max = ndi.maximum_filter(distance, size=size, mode="constant")
-    peaks = (distance == local_max) & (distance > 0) & mask
-    markers, n_markers = ndi.label(peaks, structure=np.ones((3, 3), dtype=bool))
-    pieces = watershed(-distance, markers, mask=mask)
+    local_max = window_max(distance, 2 * margin + 1)
+    seeds = (distance == local_max) & (distance > 0) & mask
+    markers, n_markers = ndi.label(seeds, structure=np.ones((3, 3), dtype=bool))
+    # the clumps' own boxes in the mosaic: only those with two or more seeds need a watershed
+    inner_boxes = (
+        clump_top - top + rows + 1,
+        clump_left - left + columns + 1,
+        clump_bottom - clump_top,
+        clump_right - clump_left,
+    )
+    pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
     n_orphans = 0
     if orphan.any():
         orphan_ids, n_orphans = ndi.label(orphan)
         pieces[orphan] = orphan_ids[orphan] + n_markers
-    for box, (crop, target) in zip(boxes, crops, strict=True):
-        labels[box][crop] = pieces[target][crop] + n_kept
-    return labels, n_kept + n_markers + n_orphans
+    labels = components.astype(np.int32, copy=True)
+    labels.ravel()[pixels] = pieces.ravel()[mosaic_pixels] + n_components
+    return labels, n_components + n_markers + n_orphans
+
+
+def _flood_clumps(
+    distance: np.ndarray,
+    markers: np.ndarray,
+    n_markers: int,
+    clump_index: np.ndarray,
+    boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Watershed of ``-distance`` from ``markers`` within each clump of ``clump_index``.
+
+    A clump with one seed is that seed's piece, one without stays 0; only clumps with two or
+    more seeds are flooded, repacked into a smaller mosaic from their ``boxes`` (top, left,
+    height, width in ``clump_index``). Flooding is local to each clump, so the result equals one
+    watershed over the whole mosaic.
+    """
+    n_clumps = boxes[0].size
+    seed_pixels = np.flatnonzero(markers)
+    clump_of_marker = np.zeros(n_markers + 1, dtype=np.int64)
+    clump_of_marker[markers.ravel()[seed_pixels]] = clump_index.ravel()[seed_pixels]
+    n_seeds = np.bincount(clump_of_marker[1:], minlength=n_clumps + 1)
+    only_seed = np.zeros(n_clumps + 1, dtype=np.int32)
+    single = n_seeds[clump_of_marker] == 1
+    single[0] = False
+    only_seed[clump_of_marker[single]] = np.flatnonzero(single)
+    pieces = only_seed[clump_index]
+    several = np.flatnonzero(n_seeds[1:] >= 2)  # 0-based clump numbers
+    if several.size == 0:
+        return pieces
+    tops, lefts, heights, widths = (box[several] for box in boxes)
+    rows, columns, shape = _pack_boxes(heights, widths, width=max(int(widths.max()) + 2, 256))
+    sub_distance = np.zeros(shape, dtype=np.float32)
+    sub_markers = np.zeros(shape, dtype=np.int32)
+    sub_mask = np.zeros(shape, dtype=bool)
+    places = []
+    for k, number in enumerate(several.tolist()):
+        source = (slice(tops[k], tops[k] + heights[k]), slice(lefts[k], lefts[k] + widths[k]))
+        target = (
+            slice(rows[k] + 1, rows[k] + 1 + heights[k]),
+            slice(columns[k] + 1, columns[k] + 1 + widths[k]),
+        )
+        sub_mask[target] = clump_index[source] == number + 1
+        sub_distance[target] = distance[source]
+        sub_markers[target] = markers[source]
+        places.append((source, target))
+    flooded = watershed(-sub_distance, sub_markers, mask=sub_mask)
+    for source, target in places:
+        pieces[source] = np.where(sub_mask[target], flooded[target], pieces[source])
+    return pieces
 
 
 def segment_nuclei(
@@ -320,37 +366,42 @@ def segment_nuclei_grid(
         signal -= level * noise_scale
         floor = NOISE_THRESHOLD_SIGMAS * noise * noise_scale
     components, n_components = ndi.label(signal > floor)
-    diameter = _observed_diameter(components, n_components, diameter)
+    index = index_labels(components, n_components)
+    diameter = _observed_diameter(index.counts, diameter)
     if settings.split_touching and n_components:
         components, n_components = _split_clumps(
             components,
-            n_components,
+            index,
             signal,
             single_area=np.pi / 4.0 * diameter**2,
             min_separation=SEED_SEPARATION_DIAMETERS * diameter,
         )
-    labels = _refine_edges(signal, components, n_components, floor)
+    # every later step keeps or drops pixels of the components: their pixels are all it visits
+    foreground = index.pixels
+    labels = _refine_edges(signal, components, n_components, floor, foreground)
     labels = _merge_fragments(
         labels,
         small_area=FRAGMENT_MAX_AREA_NUCLEI * np.pi / 4.0 * diameter**2,
         gap_px=max(1, int(round(FRAGMENT_GAP_DIAMETERS * diameter))),
+        foreground=foreground,
     )
     pixel_area_um2 = (pixel_size_um * factor) ** 2
-    return _filter_sizes(labels, settings.min_area_um2, settings.max_area_um2, pixel_area_um2)
+    return _filter_sizes(
+        labels, settings.min_area_um2, settings.max_area_um2, pixel_area_um2, foreground
+    )
 
 
-def _observed_diameter(components: np.ndarray, n_components: int, expected: float) -> float:
+def _observed_diameter(areas: np.ndarray, expected: float) -> float:
     """The expected nucleus diameter, unless this image's nuclei are clearly smaller.
 
     Guards seed spacing and clump detection against a nucleus size (or pixel size) that is
     badly off: when the median object (objects under a quarter of the expected area, debris,
     do not vote) is more than 1.5x smaller than expected, its diameter is used (at least half
     the expected one). Larger medians are not trusted: blur halos and clumps inflate them.
-    Needs at least 10 objects.
+    Needs at least 10 objects; ``areas`` are the objects' pixel counts.
     """
-    if n_components < 10:
+    if areas.size < 10:
         return expected
-    areas = np.bincount(components.ravel(), minlength=n_components + 1)[1:]
     areas = areas[areas > np.pi / 16.0 * expected**2]
     if areas.size < 10:
         return expected
@@ -361,15 +412,28 @@ def _observed_diameter(components: np.ndarray, n_components: int, expected: floa
 
 
 def _refine_edges(
-    signal: np.ndarray, labels: np.ndarray, n_labels: int, floor: float | np.ndarray
+    signal: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    floor: float | np.ndarray,
+    foreground: np.ndarray,
 ) -> np.ndarray:
     """Keep, per object, the pixels above a fraction of its own peak and above the noise
-    floor (a number or a per-pixel map); fill holes."""
+    floor (a number or a per-pixel map); fill holes. ``foreground`` holds the flat indices of
+    all labelled pixels."""
     if n_labels == 0:
         return labels.astype(np.int32)
-    threshold = EDGE_FRACTION_OF_PEAK * labelled_maximum(signal, labels, n_labels)
-    threshold[0] = np.inf
-    keep = signal > np.maximum(threshold[labels], floor)
+    object_ids = labels.ravel()[foreground]
+    values = signal.ravel()[foreground]
+    peaks = np.full(n_labels + 1, -np.inf, dtype=np.float32)
+    np.maximum.at(peaks, object_ids, values)
+    lowest = EDGE_FRACTION_OF_PEAK * peaks[object_ids]
+    if np.ndim(floor):
+        np.maximum(lowest, np.asarray(floor).ravel()[foreground], out=lowest)
+    else:
+        np.maximum(lowest, floor, out=lowest)
+    keep = np.zeros(labels.shape, dtype=bool)
+    keep.ravel()[foreground[values > lowest]] = True
     # holes: removed pixels not connected to the outside (dark nucleoli, texture)
     outside, _ = ndi.label(~keep)
     border_ids = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
@@ -380,39 +444,51 @@ def _refine_edges(
     return np.where(keep, labels, 0).astype(np.int32)
 
 
-def _merge_fragments(labels: np.ndarray, small_area: float, gap_px: int) -> np.ndarray:
+def _merge_fragments(
+    labels: np.ndarray, small_area: float, gap_px: int, foreground: np.ndarray
+) -> np.ndarray:
     """Merge clusters of small objects lying within ``gap_px`` of each other into one object.
 
     A fragmented apoptotic nucleus breaks into a few small bright pieces close together;
     counted one by one they would inflate the cell count. Only small objects are merged, and
-    only with each other, so a fragment never joins a normal nucleus.
+    only with each other, so a fragment never joins a normal nucleus. ``foreground`` holds
+    flat indices of (at least) every labelled pixel.
     """
-    areas = np.bincount(labels.ravel())
+    object_ids = labels.ravel()[foreground]
+    areas = np.bincount(object_ids, minlength=1)
     is_small = areas < small_area
     is_small[0] = False
     if is_small.sum() < 2:
         return labels
-    small = is_small[labels]
-    near_small = ndi.maximum_filter(small.view(np.uint8), size=2 * gap_px + 1) > 0
-    clusters, _ = ndi.label(near_small)
+    in_small = is_small[object_ids]
+    small_pixels = foreground[in_small]
+    small = np.zeros(labels.shape, dtype=np.uint8)
+    small.ravel()[small_pixels] = 1
+    clusters, _ = ndi.label(window_max(small, 2 * gap_px + 1))
     # every small object takes the id of its cluster's first object
-    small_pixels = np.flatnonzero(small)
-    object_ids = labels.ravel()[small_pixels]
     cluster_ids = clusters.ravel()[small_pixels]
     first_object = np.full(int(clusters.max()) + 1, np.iinfo(np.int32).max, dtype=np.int64)
-    np.minimum.at(first_object, cluster_ids, object_ids)
+    np.minimum.at(first_object, cluster_ids, object_ids[in_small])
     merged = labels.copy()
     merged.ravel()[small_pixels] = first_object[cluster_ids]
     return merged
 
 
 def _filter_sizes(
-    labels: np.ndarray, min_area_um2: float, max_area_um2: float, pixel_area_um2: float
+    labels: np.ndarray,
+    min_area_um2: float,
+    max_area_um2: float,
+    pixel_area_um2: float,
+    foreground: np.ndarray,
 ) -> np.ndarray:
-    """Drop objects outside the area limits and renumber 1..N."""
-    area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
+    """Drop objects outside the area limits and renumber 1..N (``foreground`` as in
+    :func:`_merge_fragments`)."""
+    object_ids = labels.ravel()[foreground]
+    area_um2 = np.bincount(object_ids, minlength=1) * pixel_area_um2
     keep = (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
     keep[0] = False
     new_ids = np.zeros(area_um2.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new_ids[labels]
+    filtered = np.zeros(labels.shape, dtype=np.int32)
+    filtered.ravel()[foreground] = new_ids[object_ids]
+    return filtered
