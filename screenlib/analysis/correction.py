@@ -57,9 +57,13 @@ def upsample_nearest(labels: np.ndarray, factor: int, shape: tuple[int, int]) ->
     if factor == 1:
         return labels[: shape[0], : shape[1]]
     height, width = labels.shape
-    full = np.empty((height, factor, width, factor), dtype=labels.dtype)
-    full[...] = labels[:, None, :, None]  # one broadcast write instead of two repeats
-    full = full.reshape(height * factor, width * factor)
+    full = np.empty((height * factor, width * factor), dtype=labels.dtype)
+    # fill every factor-th row column by column, then copy whole rows: contiguous writes
+    first_rows = full[0::factor]
+    for dx in range(factor):
+        first_rows[:, dx::factor] = labels
+    for dy in range(1, factor):
+        full[dy::factor] = first_rows
     if full.shape != tuple(shape):
         full = np.ascontiguousarray(full[: shape[0], : shape[1]])
     return full

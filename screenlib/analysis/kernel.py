@@ -252,7 +252,7 @@ def analyze_field(
     annulus_index = index_labels(annulus, n_cells)
 
     table: dict[str, np.ndarray] = {"label": np.arange(1, n_cells + 1, dtype=np.int32)}
-    shape_columns = shape_features(indices["nucleus"], factor, labels=labels_grid)
+    shape_columns = shape_features(indices["nucleus"], factor)
     table["centroid_y"] = shape_columns["centroid_y"]
     table["centroid_x"] = shape_columns["centroid_x"]
     table["area_px"] = shape_columns["area_px"].astype(np.int64)

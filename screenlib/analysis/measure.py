@@ -151,22 +151,17 @@ def _support(projection: np.ndarray, index: LabelIndex) -> tuple[np.ndarray, np.
     )
 
 
-def _edge_pixels(labels: np.ndarray, index: LabelIndex) -> np.ndarray:
-    """Which entries of ``index.pixels`` lie on their object's edge (a 4-neighbour differs or
-    lies outside the image)."""
-    flat = labels.ravel()
-    height, width = labels.shape
-    pixels = index.pixels
-    y, x = np.divmod(pixels, width)
-    own = flat[pixels]
-    edge = (y == 0) | (y == height - 1) | (x == 0) | (x == width - 1)
-    inner = ~edge
-    inner_pixels, inner_own = pixels[inner], own[inner]
-    differs = np.zeros(inner_pixels.size, dtype=bool)
-    for offset in (-width, width, -1, 1):
-        differs |= flat[inner_pixels + offset] != inner_own
-    edge[inner] = differs
-    return edge
+def _row_ends(index: LabelIndex) -> np.ndarray:
+    """Which entries of ``index.pixels`` are the first or last pixel of their object's run in
+    an image row. Within a label the pixels are in raster order, so runs are consecutive; only
+    these pixels can be extreme in any direction, so the convex hull needs no others."""
+    rows = index.pixels // index.shape[1]
+    new_run = np.ones(rows.size, dtype=bool)
+    new_run[1:] = (rows[1:] != rows[:-1]) | (index.object_ids[1:] != index.object_ids[:-1])
+    ends = new_run.copy()
+    ends[:-1] |= new_run[1:]  # the entry before a new run ends the previous one
+    ends[-1:] = True
+    return ends
 
 
 def _subset(index: LabelIndex, selected: np.ndarray) -> LabelIndex:
@@ -174,21 +169,15 @@ def _subset(index: LabelIndex, selected: np.ndarray) -> LabelIndex:
     return _grouped(index.n_labels, index.pixels[selected], index.object_ids[selected], index.shape)
 
 
-def shape_features(
-    index: LabelIndex,
-    factor: int = 1,
-    n_directions: int = 16,
-    labels: np.ndarray | None = None,
-) -> dict:
+def shape_features(index: LabelIndex, factor: int = 1, n_directions: int = 16) -> dict:
     """Area, centroid, eccentricity, solidity and border contact of every label.
 
     Coordinates are full-resolution pixel coordinates. Eccentricity is that of the ellipse
     with the same second moments (as scikit-image's). Solidity is the area over the area of
     the convex hull of the object's pixel squares, the hull approximated by the circumscribed
     polygon with ``2 * n_directions`` edge normals (for 16: solidity within ~0.05 of the
-    exact value, 1.5 % low on average). Given the ``labels`` the index was made from, the hull
-    is taken over each object's edge pixels only (interior pixels are never extreme): the same
-    result, about half the work.
+    exact value, 1.5 % low on average); only the pixels ending a row run of an object enter
+    it (no other pixel can be extreme).
     """
     grid_y, grid_x = index.shape
     y = (index.pixels // grid_x).astype(np.float64)
@@ -215,11 +204,8 @@ def shape_features(
         eccentricity[major <= 0] = 0.0  # a single pixel
 
         # convex hull of the pixel squares via its support function in 2 * n_directions normals
-        hull_index, hull_y, hull_x = index, y, x
-        if labels is not None:
-            edge = _edge_pixels(labels, index)
-            hull_index = _subset(index, edge)
-            hull_y, hull_x = y[edge], x[edge]
+        ends = _row_ends(index)
+        hull_index, hull_y, hull_x = _subset(index, ends), y[ends], x[ends]
         angles = np.arange(2 * n_directions) * (np.pi / n_directions)
         supports = np.empty((index.n_labels, angles.size))
         for k in range(n_directions):

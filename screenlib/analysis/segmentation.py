@@ -432,16 +432,19 @@ def _refine_edges(
         np.maximum(lowest, np.asarray(floor).ravel()[foreground], out=lowest)
     else:
         np.maximum(lowest, floor, out=lowest)
+    kept = values > lowest
     keep = np.zeros(labels.shape, dtype=bool)
-    keep.ravel()[foreground[values > lowest]] = True
+    keep.ravel()[foreground[kept]] = True
     # holes: removed pixels not connected to the outside (dark nucleoli, texture)
     outside, _ = ndi.label(~keep)
     border_ids = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
     is_outside = np.zeros(int(outside.max()) + 1, dtype=bool)
     is_outside[border_ids] = True
     is_outside[0] = False
-    keep |= ~is_outside[outside]
-    return np.where(keep, labels, 0).astype(np.int32)
+    kept |= ~is_outside[outside.ravel()[foreground]]
+    refined = np.zeros(labels.shape, dtype=np.int32)
+    refined.ravel()[foreground[kept]] = object_ids[kept]
+    return refined
 
 
 def _merge_fragments(
