@@ -210,8 +210,8 @@ def _flood_clumps(
 
     A clump with one seed is that seed's piece, one without stays 0; only clumps with two or
     more seeds are flooded, repacked into a smaller mosaic from their ``boxes`` (top, left,
-    height, width in ``clump_index``). Flooding is local to each clump, so the result equals one
-    watershed over the whole mosaic.
+    height, width in ``clump_index``). Flooding is local to each clump, so this is the watershed
+    of the whole mosaic up to the order in which pixels of equal value are taken (ties).
     """
     n_clumps = boxes[0].size
     seed_pixels = np.flatnonzero(markers)
