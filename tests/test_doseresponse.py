@@ -12,15 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.integrate import quad
-from scipy.optimize import curve_fit
+from scipy.optimize import curve_fit, lsq_linear
 
 from screenlib.doseresponse import fit_curve
+from screenlib.doseresponse.fit import _plateaus_for_grid, _Problem
 from screenlib.doseresponse.gr import fit_gr, gr_aoc, gr_values
 from screenlib.doseresponse.model import (
     four_parameter_logistic,
     integral_over_log_range,
     inverse_log_concentration,
     model_and_jacobian,
+    model_and_jacobian_rows,
 )
 from screenlib.doseresponse.mtt import absorbance_to_viability, fit_mtt, read_absorbance
 from screenlib.doseresponse.table import fit_table, fit_wells
@@ -72,6 +74,45 @@ def test_jacobian_matches_finite_differences():
             - model_and_jacobian(theta - step, x, vehicle)[0]
         ) / 2e-6
         np.testing.assert_allclose(jacobian[..., k], numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_jacobian_rows_written_in_place_match_the_public_model():
+    theta = np.array([[-7.3, 1.4, 95.0, 8.0], [-6.1, 0.6, 0.05, 0.7], [-8.0, 3.0, 1.0, 1.0]])
+    values, jacobian = model_and_jacobian(theta, LOG_CONC, np.zeros(LOG_CONC.size, bool))
+    rows = np.full((3, 5, LOG_CONC.size), np.nan)  # the fitter's (Jacobian | residual) layout
+    values_rows, _ = model_and_jacobian_rows(theta, LOG_CONC, None, out=rows[:, :4])
+    np.testing.assert_array_equal(values_rows, values)
+    np.testing.assert_array_equal(rows[:, :4], jacobian.transpose(0, 2, 1))
+    assert np.isnan(rows[:, 4]).all()  # nothing written outside ``out``
+
+
+def test_plateaus_from_distinct_doses_equal_bounded_least_squares_on_every_well():
+    """The plateau solve sums replicate wells per dose; the answer is the per-well optimum."""
+    rng = np.random.default_rng(21)
+    conc = np.append(np.repeat(DOSES[:7], 3), [0.0, 0.0, 1e-6])  # replicates, vehicle, a 4th
+    log_conc = np.log10(np.where(conc > 0, conc, 1.0))
+    is_vehicle = conc == 0
+    y = viability(conc, 3e-8, top=90, bottom=15) + rng.normal(0, 4, conc.size)
+    weights = rng.uniform(0.5, 2.0, conc.size)
+    log_ic50 = rng.uniform(-10.0, -4.0, 60)
+    hill = np.exp(rng.uniform(np.log(0.1), np.log(10.0), 60))
+    for box in ((-100.0, 200.0), (20.0, 80.0)):  # wide, and tight enough to press on edges
+        lower = np.array([-12.0, 0.1, box[0], box[0]])
+        upper = np.array([-2.0, 10.0, box[1], box[1]])
+        problem = _Problem(
+            log_conc, is_vehicle, y, weights, False, lower, upper, np.ones(4, bool), np.zeros(4)
+        )
+        e0, e_inf, cost = _plateaus_for_grid(problem, log_ic50, hill)
+        on_edge = 0
+        for k in range(log_ic50.size):
+            g = np.where(is_vehicle, 0.0, 1 / (1 + 10 ** (hill[k] * (log_ic50[k] - log_conc))))
+            design = np.column_stack([1 - g, g]) * np.sqrt(weights)[:, None]
+            truth = lsq_linear(design, y * np.sqrt(weights), bounds=box, tol=1e-12)
+            truth_cost = float(np.sum(weights * (y - truth.x @ [1 - g, g]) ** 2))
+            assert cost[k] == pytest.approx(truth_cost, rel=1e-7, abs=1e-9)
+            np.testing.assert_allclose([e0[k], e_inf[k]], truth.x, rtol=1e-5, atol=1e-5)
+            on_edge += bool(np.isclose(truth.x[:, None], box).any())
+        assert (on_edge > 10) == (box[0] > 0)  # only the tight box presses on its edges
 
 
 def test_area_under_curve_matches_quadrature():

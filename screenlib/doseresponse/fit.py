@@ -3,7 +3,8 @@
 The fit is built for speed and for honesty:
 
 * **Starts** come from a vectorised grid over (log IC50, Hill slope) on which the two plateaus
-  are solved exactly (they enter the model linearly: variable projection with box bounds).
+  are solved exactly (they enter the model linearly: variable projection with box bounds; the
+  sums run over distinct doses, replicate wells pooled).
   The best distinct grid points are then polished together by a batched Levenberg-Marquardt
   with the analytic Jacobian, and ``starts_agreed`` records whether they reached one optimum.
 * **Gaussian** (unweighted least squares, replicates as separate points) for continuous
@@ -20,6 +21,7 @@ The fit is built for speed and for honesty:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -35,14 +37,14 @@ from screenlib.doseresponse.model import (
     integral_over_log_range,
     model_and_jacobian,
     model_and_jacobian_rows,
-    sigmoid,
 )
 from screenlib.errors import InputError, SettingsError
 from screenlib.settings import FitSettings
 
 __all__ = ["CurveFit", "fit_curve", "FLAGS"]
 
-try:  # the gufunc behind np.linalg.solve, without its per-call wrapper overhead
+try:  # the gufuncs behind np.linalg.solve / inv, without their per-call wrapper overhead
+    from numpy.linalg._umath_linalg import inv as _raw_inv
     from numpy.linalg._umath_linalg import solve1 as _raw_solve1
 
     def _solve_gufunc(system, rhs):
@@ -51,10 +53,23 @@ try:  # the gufunc behind np.linalg.solve, without its per-call wrapper overhead
             raise np.linalg.LinAlgError("singular system")
         return solution
 
+    def _inverse(matrix):
+        with np.errstate(all="ignore"):
+            inverse = _raw_inv(matrix)
+        if not np.isfinite(inverse).all():
+            raise np.linalg.LinAlgError("singular matrix")
+        return inverse
+
 except ImportError:  # pragma: no cover - other numpy layouts
 
     def _solve_gufunc(system, rhs):
         return np.linalg.solve(system, rhs[..., None])[..., 0]
+
+    def _inverse(matrix):
+        inverse = np.linalg.inv(matrix)
+        if not np.isfinite(inverse).all():
+            raise np.linalg.LinAlgError("singular matrix")
+        return inverse
 
 
 # every flag a fit can carry, with its meaning (written into the report's legend)
@@ -74,6 +89,7 @@ FLAGS = {
 }
 
 _BINOMIAL_EPS = 1e-9
+_TINY = 1e-300  # keeps a denominator off zero
 _HILL_GRID = np.array([0.3, 0.55, 1.0, 1.8, 3.3, 6.0])
 
 
@@ -155,193 +171,293 @@ class CurveFit:
         return self.parameters[LOG_IC50] if self.parameters else math.nan
 
 
+@functools.lru_cache(maxsize=32)
+def _hill_grid(hill_min: float, hill_max: float) -> np.ndarray:
+    """The start grid of Hill slopes inside the bounds (read-only, cached per bounds)."""
+    grid = np.array(sorted(set(np.clip(_HILL_GRID, hill_min, hill_max).tolist())))
+    grid.flags.writeable = False
+    return grid
+
+
 class _Problem:
-    """Data and constraints of one fit, with batched objective/residual/Jacobian."""
+    """Data and constraints of one fit, with batched objective/residual/Jacobian.
+
+    Replicate wells share a concentration, so the plateau solves (:func:`_plateau_fit`) work on
+    the distinct dosed concentrations with summed weights: the same sums with a third of the
+    logistic evaluations for triplicates.
+    """
 
     def __init__(self, log_conc, is_vehicle, y, weights, binomial, lower, upper, free, fixed):
         self.log_conc = log_conc
         self.is_vehicle = is_vehicle
         self.y = y
         self.weights = weights
-        self.sqrt_weights = np.sqrt(weights)
-        self.unit_weights = bool(np.all(weights == 1.0))
-        self.dosed_float = (~is_vehicle).astype(float)
+        self.unit_weights = bool((weights == 1.0).all())
+        self.sqrt_weights = None if self.unit_weights else np.sqrt(weights)
+        # multiplying by a mask of ones changes nothing: skip it when there are no vehicle rows
+        has_vehicle = bool(is_vehicle.any())
+        self.dosed_float = (~is_vehicle).astype(float) if has_vehicle else None
         self.binomial = binomial
         self.lower = lower
         self.upper = upper
         self.free = free
         self.fixed = fixed  # values used where ``free`` is False
-        dosed = ~is_vehicle
-        self.dosed_log_conc = log_conc[dosed]
-        self.dosed_weights = weights[dosed]
-        self.dosed_wy = (weights * y)[dosed]
+        weighted_y = weights * y
+        # distinct dosed concentrations, their summed weights and weighted responses (sums in
+        # the rows' own order within each concentration: a stable sort)
+        rows = np.column_stack([log_conc, weights, weighted_y])
+        if has_vehicle:
+            rows = rows[~is_vehicle]
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        first = np.flatnonzero(np.concatenate([[True], rows[1:, 0] != rows[:-1, 0]]))
+        self.unique_log_conc = rows[first, 0]
+        self.unique_weights_wy = np.add.reduceat(rows[:, 1:], first, axis=0)
+        self.unique_weights = self.unique_weights_wy[:, 0].copy()
         self.total_weight = float(weights.sum())
-        self.total_wy = float((weights * y).sum())
-        self.total_wyy = float((weights * y * y).sum())
+        self.total_wy = float(weighted_y.sum())
+        self.total_wyy = float((weighted_y * y).sum())
+        self.weighted_mean = self.total_wy / self.total_weight
+        # the plateau box: (lowest e0, highest e0, lowest e_inf, highest e_inf)
+        self.plateau_edges = np.array([lower[E0], upper[E0], lower[E_INF], upper[E_INF]])
+        if free[HILL]:
+            self.hill_grid = _hill_grid(float(lower[HILL]), float(upper[HILL]))
+        else:
+            self.hill_grid = np.array([fixed[HILL]])
         if binomial:
-            total = weights * y
+            total = weighted_y
             self._saturated = xlogy(total, y) + xlogy(weights - total, 1 - y)
 
     def evaluate(self, theta):
-        """Objective ``(B,)``, working residuals ``(B, N)`` and their Jacobian ``(B, N, 4)``."""
-        values, jacobian = model_and_jacobian_rows(theta, self.log_conc, self.dosed_float)
+        """Objective ``(B,)`` and the working Jacobian and residuals as one ``(B, 5, N)`` array.
+
+        Rows 0-3 of the second result are the Jacobian (``PARAMETER_NAMES`` order), row 4 the
+        residuals, so that one matrix product gives both the Gauss-Newton matrix and gradient.
+        """
+        augmented = np.empty((theta.shape[0], 5, self.log_conc.size))
+        values, _ = model_and_jacobian_rows(
+            theta, self.log_conc, self.dosed_float, out=augmented[:, :4]
+        )
         if not self.binomial:
-            residual = values - self.y
-            if not self.unit_weights:
-                residual *= self.sqrt_weights
-                jacobian *= self.sqrt_weights
-            return np.einsum("bn,bn->b", residual, residual), residual, jacobian
+            values -= self.y  # the residuals
+            augmented[:, 4] = values
+            if self.unit_weights:
+                return np.einsum("bn,bn->b", values, values), augmented
+            augmented *= self.sqrt_weights
+            residual = augmented[:, 4]
+            return np.einsum("bn,bn->b", residual, residual), augmented
         p = np.clip(values, _BINOMIAL_EPS, 1 - _BINOMIAL_EPS)
         scale = np.sqrt(self.weights / (p * (1 - p)))
-        residual = (p - self.y) * scale
-        jacobian *= scale[:, None, :]
+        augmented[:, 4] = (p - self.y) * scale
+        augmented[:, :4] *= scale[:, None, :]
         total = self.weights * self.y
         loglik = xlogy(total, p) + xlogy(self.weights - total, 1 - p)
         deviance = 2 * (self._saturated - loglik).sum(axis=1)
-        return deviance, residual, jacobian
+        return deviance, augmented
 
 
 def _solve(system, rhs):
-    """Batched solve of small symmetric positive definite systems ``(B, P, P) x = (B, P)``."""
-    try:
-        return _solve_gufunc(system, rhs)
-    except (np.linalg.LinAlgError, TypeError, FloatingPointError):
-        return (
-            np.linalg.lstsq(system[0], rhs[0], rcond=None)[0][None]
-            if len(rhs) == 1
-            else (
-                np.stack(
-                    [np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(system, rhs, strict=True)]
-                )
+    """Least-squares solve of small systems ``(B, P, P) x = (B, P)`` (the singular fallback)."""
+    return (
+        np.linalg.lstsq(system[0], rhs[0], rcond=None)[0][None]
+        if len(rhs) == 1
+        else (
+            np.stack(
+                [np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(system, rhs, strict=True)]
             )
         )
+    )
 
 
-def _levenberg_marquardt(problem: _Problem, theta, free, max_iter=100, rtol=1e-10):
+def _levenberg_marquardt(problem: _Problem, theta, free, max_iter=100, rtol=1e-10, state=None):
     """Batched, box-bounded Levenberg-Marquardt; ``free`` is ``(4,)`` bool (fixed stay put).
 
     Stops an element when the Gauss-Newton model predicts a relative gain below ``rtol``.
-    Returns ``theta, objective, residual, jacobian, converged``.
+    ``state`` may pass ``(objective, residual, jacobian)`` already known at ``theta`` (inside
+    the box, fixed rows zeroed), as returned by an earlier call, to skip the first evaluation.
+    Returns ``theta, objective, residual, jacobian, converged`` (residual ``(B, N)`` and
+    Jacobian ``(B, 4, N)`` are views of one array).
     """
     lower, upper = problem.lower, problem.upper
     free_weight = free.astype(float)
-    diagonal_index = np.arange(4)
-    theta = np.minimum(np.maximum(theta, lower), upper)
-    objective, residual, jacobian = problem.evaluate(theta)
-    row_weight = free_weight[:, None]
-    jacobian *= row_weight
+    fixed_weight = 1.0 - free_weight
+    # zero the Jacobian rows of fixed parameters, keep the residual row; with every parameter
+    # free and none at a bound the masks are all ones (and zeros): multiplying or adding them
+    # changes nothing, so it is skipped
+    all_free = bool(free.all())
+    row_weight = None if all_free else np.append(free_weight, 1.0)[:, None]
+    if state is None:
+        theta = np.minimum(np.maximum(theta, lower), upper)
+        objective, augmented = problem.evaluate(theta)
+        if row_weight is not None:
+            augmented *= row_weight
+    else:
+        theta = theta.copy()
+        objective = state[0].copy()
+        augmented = np.concatenate([state[2], state[1][:, None]], axis=1)
     damping = np.full(theta.shape[0], 1e-2)
     done = ~np.isfinite(objective)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for _iteration in range(max_iter):
-            gradient = np.matmul(jacobian, residual[..., None])[..., 0]
-            hessian = np.matmul(jacobian, jacobian.transpose(0, 2, 1))
-            at_bound = (theta <= lower) | (theta >= upper)
+            # [J; r] [J; r]^T holds the Gauss-Newton matrix J J^T and the gradient J r
+            normal = np.matmul(augmented, augmented.transpose(0, 2, 1))
+            hessian = normal[:, :4, :4]
+            gradient = normal[:, :4, 4].copy()
+            at_lower = theta <= lower
+            at_bound = at_lower | (theta >= upper)
             if at_bound.any():
                 # parameters held at a bound by the gradient are pinned for this step (active set)
-                blocked = at_bound & ((theta <= lower) == (gradient > 0))
+                blocked = at_bound & (at_lower == (gradient > 0))
                 moving = free_weight * ~blocked
                 gradient *= moving
                 hessian *= moving[:, :, None] * moving[:, None, :]
+                not_moving = 1.0 - moving
+                all_moving = False
             else:
-                moving = free_weight
-            diagonal = hessian[:, diagonal_index, diagonal_index]
+                moving, not_moving, all_moving = free_weight, fixed_weight, all_free
+            diagonal = hessian.diagonal(axis1=1, axis2=2)
             system = hessian.copy()
-            system[:, diagonal_index, diagonal_index] += damping[:, None] * np.maximum(
-                diagonal, 1e-12 * diagonal.max() + 1e-300
-            ) + (1.0 - moving)
-            step = _solve(system, -gradient)
-            step *= moving
+            added = damping[:, None] * np.maximum(diagonal, 1e-12 * diagonal.max() + 1e-300)
+            if not all_moving:
+                added += not_moving
+            system.reshape(-1, 16)[:, ::5] += added
+            # the step solves system @ step = -gradient; ``descent`` is minus the step (the
+            # solution for +gradient, exactly: negation commutes with every rounding)
+            try:
+                descent = _solve_gufunc(system, gradient)
+            except (np.linalg.LinAlgError, TypeError, FloatingPointError):
+                descent = _solve(system, gradient)
+            if not all_moving:
+                descent *= moving
             # gain the linearised model expects from this step is between -g.step and twice it
-            predicted = -(gradient * step).sum(axis=1)
+            predicted = (gradient * descent).sum(axis=1)
             done |= predicted <= rtol * objective + 1e-300
             if done.all():
                 break
-            proposal = np.minimum(np.maximum(theta + step, lower), upper)
-            new_objective, new_residual, new_jacobian = problem.evaluate(proposal)
+            proposal = np.minimum(np.maximum(theta - descent, lower), upper)
+            new_objective, new_augmented = problem.evaluate(proposal)
             better = (new_objective <= objective) & ~done
+            if row_weight is not None:
+                new_augmented *= row_weight
             if better.all():
-                theta, objective, residual = proposal, new_objective, new_residual
-                jacobian = new_jacobian * row_weight
+                theta, objective, augmented = proposal, new_objective, new_augmented
             elif better.any():
-                theta[better] = proposal[better]
-                objective[better] = new_objective[better]
-                residual[better] = new_residual[better]
-                jacobian[better] = new_jacobian[better] * row_weight
-            damping = np.where(better, damping * 0.2, damping * 3.0)
+                np.copyto(theta, proposal, where=better[:, None])
+                np.copyto(objective, new_objective, where=better)
+                np.copyto(augmented, new_augmented, where=better[:, None, None])
+            damping *= np.where(better, 0.2, 3.0)
             done |= damping > 1e14
-    return theta, objective, residual, jacobian, done
+    return theta, objective, augmented[:, 4], augmented[:, :4], done
+
+
+def _fractions(problem: _Problem, log_ic50, hill):
+    """Logistic fractions at the distinct dosed concentrations for each (log_ic50, hill) pair.
+
+    ``log_ic50`` and ``hill`` broadcast against each other; the result has their broadcast
+    shape plus a last axis over ``problem.unique_log_conc``.
+    """
+    offset = problem.unique_log_conc - np.asarray(log_ic50)[..., None]
+    # sigmoid(z) = 0.5 + 0.5 tanh(z / 2), as in :func:`sigmoid` (the halving folded in, exactly)
+    g = offset * (np.asarray(hill)[..., None] * (0.5 * LN10))
+    np.tanh(g, out=g)
+    g *= 0.5
+    g += 0.5
+    return g
 
 
 def _plateaus_for_grid(problem: _Problem, log_ic50, hill):
     """Exact box-constrained least-squares plateaus for each (log_ic50, hill) pair.
 
-    Returns ``(e0, e_inf, objective)``, each shaped like ``log_ic50``. For the binomial model
-    the count-weighted least squares objective is used (a good start, not the deviance).
+    Returns ``(e0, e_inf, objective)`` in the broadcast shape of ``log_ic50`` and ``hill``. For
+    the binomial model the count-weighted least squares objective is used (a good start, not
+    the deviance).
     """
-    # only dosed points vary with the parameters; vehicle rows have g = 0 (u = 1)
-    g = sigmoid((problem.dosed_log_conc[None, :] - log_ic50[:, None]) * (hill * LN10)[:, None])
-    w_dosed = problem.dosed_weights
-    g_w = g @ w_dosed
-    s11 = (g * g) @ w_dosed
-    b1 = g @ problem.dosed_wy
+    g = _fractions(problem, log_ic50, hill)
+    return _plateau_fit(problem, g.reshape(-1, g.shape[-1]), g.shape[:-1])
+
+
+def _plateau_fit(problem: _Problem, g, shape):
+    """Plateaus and objective for logistic fractions ``g`` ``(M, K)`` at the distinct doses.
+
+    The plateaus enter the model linearly, so each row is a 2x2 box-bounded least squares
+    problem on weighted sums (vehicle rows have ``g = 0`` and enter through the totals only).
+    ``g`` is overwritten. Results are reshaped to ``shape``.
+    """
+    sums = g @ problem.unique_weights_wy
+    g_w, b1 = sums[:, 0], sums[:, 1]
+    g *= g
+    s11 = g @ problem.unique_weights
     s01 = g_w - s11
     s00 = problem.total_weight - 2 * g_w + s11
     b0 = problem.total_wy - b1
-    yy = problem.total_wyy
     lo0, hi0 = problem.lower[E0], problem.upper[E0]
     lo1, hi1 = problem.lower[E_INF], problem.upper[E_INF]
-    tiny = 1e-300
-
-    def cost(a, b):
-        return yy - 2 * a * b0 - 2 * b * b1 + a * a * s00 + 2 * a * b * s01 + b * b * s11
-
-    def best_b(a):
-        return np.clip((b1 - a * s01) / (s11 + tiny), lo1, hi1)
-
-    def best_a(b):
-        return np.clip((b0 - b * s01) / (s00 + tiny), lo0, hi0)
-
     free0, free1 = problem.free[E0], problem.free[E_INF]
-    if not free0 and not free1:
+    if not (free0 and free1):
+        # one or both plateaus fixed: the free one (if any) is a clipped 1-D solve
         a = np.full_like(s00, problem.fixed[E0])
         b = np.full_like(s00, problem.fixed[E_INF])
-        return a, b, cost(a, b)
-    if not free0:
-        a = np.full_like(s00, problem.fixed[E0])
-        b = best_b(a)
-        return a, b, cost(a, b)
-    if not free1:
-        b = np.full_like(s00, problem.fixed[E_INF])
-        a = best_a(b)
-        return a, b, cost(a, b)
-    det = s00 * s11 - s01 * s01
-    solvable = det > 1e-12 * (s00 * s11 + tiny)
-    # where the logistic is flat over the data (det ~ 0) the model is a constant: both
-    # plateaus at the weighted mean is then an optimum
-    mean = problem.total_wy / problem.total_weight
-    a_free = np.divide(b0 * s11 - b1 * s01, det, out=np.full_like(det, mean), where=solvable)
-    b_free = np.divide(b1 * s00 - b0 * s01, det, out=np.full_like(det, mean), where=solvable)
-    inside = (a_free >= lo0) & (a_free <= hi0) & (b_free >= lo1) & (b_free <= hi1)
-    if inside.all():  # the usual case: no plateau pressed against its bound
-        return a_free, b_free, cost(a_free, b_free)
-    # otherwise the optimum lies on an edge of the box: best point on each of the four edges
-    edge_a = np.array([lo0, hi0])[:, None]
-    edge_b = np.array([lo1, hi1])[:, None]
-    b_on_a_edges = np.minimum(np.maximum((b1 - edge_a * s01) / (s11 + tiny), lo1), hi1)
-    a_on_b_edges = np.minimum(np.maximum((b0 - edge_b * s01) / (s00 + tiny), lo0), hi0)
-    a_all = np.concatenate([np.broadcast_to(edge_a, b_on_a_edges.shape), a_on_b_edges])
-    b_all = np.concatenate([b_on_a_edges, np.broadcast_to(edge_b, a_on_b_edges.shape)])
-    costs = cost(a_all, b_all)
-    pick = np.argmin(costs, axis=0)[None, :]
-    a_edge = np.take_along_axis(a_all, pick, 0)[0]
-    b_edge = np.take_along_axis(b_all, pick, 0)[0]
-    cost_edge = np.take_along_axis(costs, pick, 0)[0]
-    return (
-        np.where(inside, a_free, a_edge),
-        np.where(inside, b_free, b_edge),
-        np.where(inside, cost(a_free, b_free), cost_edge),
-    )
+        if free1:
+            b = _clipped_solve(b1 - a * s01, s11, lo1, hi1)
+        elif free0:
+            a = _clipped_solve(b0 - b * s01, s00, lo0, hi0)
+        cost = _quadratic_cost(problem, a, b, b0, b1, s00, s01, s11)
+        return a.reshape(shape), b.reshape(shape), cost.reshape(shape)
+    s00_s11 = s00 * s11
+    det = s00_s11 - s01 * s01
+    solvable = det > 1e-12 * (s00_s11 + _TINY)
+    a = b0 * s11 - b1 * s01
+    b = b1 * s00 - b0 * s01
+    if solvable.all():
+        a /= det
+        b /= det
+        # at the solution of the normal equations the quadratic reduces to yy - a b0 - b b1
+        cost = problem.total_wyy - a * b0
+        cost -= b * b1
+    else:
+        # where the logistic is flat over the data (det ~ 0) the model is a constant: both
+        # plateaus at the weighted mean is then an optimum
+        a = np.divide(a, det, out=np.full_like(det, problem.weighted_mean), where=solvable)
+        b = np.divide(b, det, out=np.full_like(det, problem.weighted_mean), where=solvable)
+        cost = _quadratic_cost(problem, a, b, b0, b1, s00, s01, s11)
+    # the usual case: every optimum inside the box (a NaN fails these tests and goes on)
+    if lo0 <= a.min() and a.max() <= hi0 and lo1 <= b.min() and b.max() <= hi1:
+        return a.reshape(shape), b.reshape(shape), cost.reshape(shape)
+    outside = np.flatnonzero(~((a >= lo0) & (a <= hi0) & (b >= lo1) & (b <= hi1)))
+    if outside.size:
+        # there the optimum lies on an edge of the box: best point on each of the four edges
+        sums = b0[outside], b1[outside], s00[outside], s01[outside], s11[outside]
+        a[outside], b[outside], cost[outside] = _edge_optimum(problem, *sums)
+    return a.reshape(shape), b.reshape(shape), cost.reshape(shape)
+
+
+def _clipped_solve(numerator, denominator, low, high):
+    """``numerator / denominator`` clipped to ``[low, high]`` (a 1-D bounded least squares)."""
+    return np.minimum(np.maximum(numerator / (denominator + _TINY), low), high)
+
+
+def _quadratic_cost(problem: _Problem, a, b, b0, b1, s00, s01, s11):
+    """Weighted residual sum of squares of plateaus ``(a, b)`` from the sufficient sums."""
+    yy = problem.total_wyy
+    return yy - 2 * a * b0 - 2 * b * b1 + a * a * s00 + 2 * a * b * s01 + b * b * s11
+
+
+def _edge_optimum(problem: _Problem, b0, b1, s00, s01, s11):
+    """Best plateaus on the boundary of the box: ``(a, b, cost)`` for each row.
+
+    Candidates: ``a`` at either bound with the best ``b`` for it, and ``b`` at either bound
+    with the best ``a`` (rows 0-3 of a ``(4, M)`` stack).
+    """
+    a_all = np.empty((4, b0.size))
+    b_all = np.empty((4, b0.size))
+    a_all[:2] = problem.plateau_edges[:2, None]
+    b_all[2:] = problem.plateau_edges[2:, None]
+    lo0, hi0 = problem.plateau_edges[:2]
+    lo1, hi1 = problem.plateau_edges[2:]
+    b_all[:2] = _clipped_solve(b1 - a_all[:2] * s01, s11, lo1, hi1)
+    a_all[2:] = _clipped_solve(b0 - b_all[2:] * s01, s00, lo0, hi0)
+    costs = _quadratic_cost(problem, a_all, b_all, b0, b1, s00, s01, s11)
+    pick = np.argmin(costs, axis=0), np.arange(b0.size)
+    return a_all[pick], b_all[pick], costs[pick]
 
 
 def _grid_starts(problem: _Problem, log_low, log_high, n_starts):
@@ -351,57 +467,53 @@ def _grid_starts(problem: _Problem, log_low, log_high, n_starts):
     remaining starts are moderate perturbations of the best (a check that its basin is stable).
     """
     lower, upper = problem.lower, problem.upper
-    n_log = int(np.clip(np.ceil((log_high - log_low + 2) / 0.25), 12, 40))
-    log_grid = np.linspace(
-        max(log_low - 1, lower[LOG_IC50]), min(log_high + 1, upper[LOG_IC50]), n_log
+    n_log = min(max(math.ceil((log_high - log_low + 2) / 0.25), 12), 40)
+    log_grid = _linspace(
+        max(log_low - 1, float(lower[LOG_IC50])), min(log_high + 1, float(upper[LOG_IC50])), n_log
     )
-    if problem.free[HILL]:
-        hill_grid = np.unique(np.clip(_HILL_GRID, lower[HILL], upper[HILL]))
-    else:
-        hill_grid = np.array([problem.fixed[HILL]])
-    log_ic50 = np.repeat(log_grid, hill_grid.size)
-    hill = np.tile(hill_grid, log_grid.size)
-    e0, e_inf, cost = _plateaus_for_grid(problem, log_ic50, hill)
-    surface = np.where(np.isfinite(cost), cost, np.inf).reshape(log_grid.size, hill_grid.size)
+    hill_grid = problem.hill_grid
+    # surface over (log IC50, Hill): rows are log IC50 values, columns Hill slopes
+    e0, e_inf, surface = _plateaus_for_grid(problem, log_grid[:, None], hill_grid)
+    cost = surface.ravel()
+    surface = np.where(np.isfinite(surface), surface, np.inf)
     # local minima over the four grid neighbours
     is_minimum = np.isfinite(surface)
     is_minimum[1:] &= surface[1:] <= surface[:-1]
     is_minimum[:-1] &= surface[:-1] <= surface[1:]
     is_minimum[:, 1:] &= surface[:, 1:] <= surface[:, :-1]
     is_minimum[:, :-1] &= surface[:, :-1] <= surface[:, 1:]
-    minima = np.flatnonzero(is_minimum.ravel())
+    minima = np.flatnonzero(is_minimum)
     minima = minima[np.argsort(cost[minima], kind="stable")][:n_starts]
     if minima.size == 0:
-        minima = np.array([int(np.argmin(np.where(np.isfinite(cost), cost, np.inf)))])
-    starts = np.column_stack([log_ic50, hill, e0, e_inf])[minima]
-    best = starts[0]
-    extra = []
-    for shift_log, factor in ((0.3, 1.0), (-0.3, 1.0), (0.0, 1.6), (0.0, 1 / 1.6), (0.3, 1.6)):
-        if len(starts) + len(extra) >= n_starts:
-            break
-        candidate = best.copy()
-        candidate[LOG_IC50] += shift_log
-        candidate[HILL] *= factor
-        extra.append(candidate)
-    if extra:
-        extra = np.clip(np.array(extra), lower, upper)
-        # exact plateaus at the perturbed (log IC50, Hill): starts on the valley floor
+        minima = np.array([int(np.argmin(surface))])
+    row, column = np.divmod(minima, hill_grid.size)
+    starts = np.column_stack(
+        [log_grid[row], hill_grid[column], e0.ravel()[minima], e_inf.ravel()[minima]]
+    )
+    n_extra = min(n_starts - len(starts), len(_PERTURBATIONS))
+    if n_extra > 0:
+        # moderate perturbations of the best, with exact plateaus there: starts on the valley floor
+        shift, factor = _PERTURBATIONS[:n_extra].T
+        extra = np.tile(starts[0], (n_extra, 1))
+        extra[:, LOG_IC50] += shift
+        extra[:, HILL] *= factor
+        extra = np.minimum(np.maximum(extra, lower), upper)
         extra[:, E0], extra[:, E_INF], _ = _plateaus_for_grid(
             problem, extra[:, LOG_IC50], extra[:, HILL]
         )
         starts = np.vstack([starts, extra])
-    starts = np.clip(starts, lower, upper)
+    starts = np.minimum(np.maximum(starts, lower), upper)
     return np.where(problem.free, starts, problem.fixed)
+
+
+# (shift in log IC50, factor on the Hill slope) of the perturbed starts, in order of use
+_PERTURBATIONS = np.array([(0.3, 1.0), (-0.3, 1.0), (0.0, 1.6), (0.0, 1 / 1.6), (0.3, 1.6)])
 
 
 def _grid_starts_at(problem: _Problem, log_ic50: float):
     """One start at a given log IC50: the best Hill slope of the grid with exact plateaus."""
-    if problem.free[HILL]:
-        hills = np.unique(np.clip(_HILL_GRID, problem.lower[HILL], problem.upper[HILL]))
-    else:
-        hills = np.array([problem.fixed[HILL]])
-    logs = np.full(hills.size, log_ic50)
-    e0, e_inf, cost = _plateaus_for_grid(problem, logs, hills)
+    hills = problem.hill_grid
+    e0, e_inf, cost = _plateaus_for_grid(problem, np.full(hills.size, log_ic50), hills)
     k = int(np.argmin(cost))
     start = np.array([[log_ic50, hills[k], e0[k], e_inf[k]]])
     return np.where(problem.free, start, problem.fixed)
@@ -418,18 +530,15 @@ def _profile_gaussian(
     beyond the interval's threshold need no precision).
     """
     if not problem.free[HILL]:
-        hills = np.full(log_values.size, problem.fixed[HILL])
-        return _plateaus_for_grid(problem, log_values, hills)[2]
-    n = log_values.size
-    grid = np.linspace(np.log(problem.lower[HILL]), np.log(problem.upper[HILL]), n_hill)
-    cost = _plateaus_for_grid(problem, np.repeat(log_values, n_hill), np.tile(np.exp(grid), n))[2]
-    cost = cost.reshape(n, n_hill)
+        return _plateaus_for_grid(problem, log_values, problem.fixed[HILL])[2]
+    grid = _linspace(float(np.log(problem.lower[HILL])), float(np.log(problem.upper[HILL])), n_hill)
+    cost = _plateaus_for_grid(problem, log_values[:, None], np.exp(grid))[2]
     coarse = cost.min(axis=1)
     rows = np.flatnonzero(coarse < refine_below)
     if rows.size == 0:
         return coarse
     cost = cost[rows]
-    k = np.clip(np.argmin(cost, axis=1), 1, n_hill - 2)
+    k = np.minimum(np.maximum(np.argmin(cost, axis=1), 1), n_hill - 2)
     index = np.arange(rows.size)
     a, b, c = grid[k - 1], grid[k], grid[k + 1]
     fa, fb, fc = cost[index, k - 1], cost[index, k], cost[index, k + 1]
@@ -438,24 +547,26 @@ def _profile_gaussian(
     with np.errstate(divide="ignore", invalid="ignore"):
         for _ in range(n_refine):
             # vertex of the parabola through the bracketing triple
-            p = (b - a) * (fb - fc)
-            q = (b - c) * (fb - fa)
-            v = b - 0.5 * ((b - a) * p - (b - c) * q) / (p - q)
-            midpoint = np.where(b - a > c - b, 0.5 * (a + b), 0.5 * (b + c))
-            v = np.where(np.isfinite(v) & (v > a) & (v < c) & (np.abs(v - b) > 1e-9), v, midpoint)
+            b_minus_a, b_minus_c = b - a, b - c
+            p = b_minus_a * (fb - fc)
+            q = b_minus_c * (fb - fa)
+            v = b - 0.5 * (b_minus_a * p - b_minus_c * q) / (p - q)
+            # (a NaN or infinite vertex fails a < v < c: the brackets are finite grid points)
+            usable = (v > a) & (v < c) & (np.abs(v - b) > 1e-9)
+            if not usable.all():  # bisect the larger side instead
+                midpoint = np.where(b - a > c - b, 0.5 * (a + b), 0.5 * (b + c))
+                v = np.where(usable, v, midpoint)
             fv = _plateaus_for_grid(problem, refined_logs, np.exp(v))[2]
             best_value = np.minimum(best_value, fv)
-            left = v < b
             better = fv < fb
-            # new triple: the lowest point in the middle, its neighbours around it
-            a, b, c, fa, fb, fc = (
-                np.where(better, np.where(left, a, b), np.where(left, v, a)),
-                np.where(better, v, b),
-                np.where(better, np.where(left, b, c), np.where(left, c, v)),
-                np.where(better, np.where(left, fa, fb), np.where(left, fv, fa)),
-                np.where(better, fv, fb),
-                np.where(better, np.where(left, fb, fc), np.where(left, fc, fv)),
-            )
+            # new triple: the lower of (b, v) in the middle, its neighbours around it; the
+            # other of the two replaces a (v left of b and worse, or right of b and better)
+            # or c (the two remaining cases), so a stays where ``v < b`` equals ``better``
+            keep_a = (v < b) == better
+            other, f_other = np.where(better, b, v), np.where(better, fb, fv)
+            a, fa = np.where(keep_a, a, other), np.where(keep_a, fa, f_other)
+            c, fc = np.where(keep_a, other, c), np.where(keep_a, f_other, fc)
+            b, fb = np.where(better, v, b), np.where(better, fv, fb)
     coarse[rows] = best_value
     return coarse
 
@@ -465,16 +576,11 @@ def _profile(problem: _Problem, best, log_values, refine_below=np.inf):
     if not problem.binomial:
         return _profile_gaussian(problem, best, log_values, refine_below=refine_below)
     n = log_values.size
-    if problem.free[HILL]:
-        hill_grid = np.unique(np.clip(_HILL_GRID, problem.lower[HILL], problem.upper[HILL]))
-    else:
-        hill_grid = np.array([best[HILL]])
-    logs = np.repeat(log_values, hill_grid.size)
-    hills = np.tile(hill_grid, n)
-    e0, e_inf, cost = _plateaus_for_grid(problem, logs, hills)
-    cost = cost.reshape(n, hill_grid.size)
-    pick = np.argmin(cost, axis=1) + np.arange(n) * hill_grid.size
-    starts = np.column_stack([log_values, hills[pick], e0[pick], e_inf[pick]])
+    hill_grid = problem.hill_grid if problem.free[HILL] else np.array([best[HILL]])
+    e0, e_inf, cost = _plateaus_for_grid(problem, log_values[:, None], hill_grid)
+    column = np.argmin(cost, axis=1)
+    pick = np.arange(n), column
+    starts = np.column_stack([log_values, hill_grid[column], e0[pick], e_inf[pick]])
     # also try the optimum's own shape, shifted: whichever start ends lower wins
     shifted = np.tile(best, (n, 1))
     shifted[:, LOG_IC50] = log_values
@@ -486,6 +592,15 @@ def _profile(problem: _Problem, best, log_values, refine_below=np.inf):
     objective = _levenberg_marquardt(problem, starts, free, max_iter=25, rtol=1e-8)[1]
     objective = np.where(np.isfinite(objective), objective, np.inf).reshape(2, n).min(axis=0)
     return np.where(np.isfinite(objective), objective, np.nan)
+
+
+def _linspace(start: float, stop: float, num: int) -> np.ndarray:
+    """``np.linspace(start, stop, num)`` for scalars and ``num >= 2`` (same values), faster."""
+    values = np.arange(num, dtype=float)
+    values *= (stop - start) / (num - 1)
+    values += start
+    values[-1] = stop
+    return values
 
 
 def _fraction_at(log_conc: float, log_ic50: float, hill: float) -> float:
@@ -508,6 +623,18 @@ def _fitted_p(problem: _Problem, theta) -> np.ndarray:
     return model_and_jacobian(theta[None, :], problem.log_conc, problem.is_vehicle)[0][0]
 
 
+def _median(values: np.ndarray) -> float:
+    """Median of a 1-D array, as ``np.median`` (NaN if any value is NaN), without its overhead."""
+    ordered = np.sort(values)
+    n = ordered.size
+    if n == 0 or math.isnan(ordered[-1]):
+        return math.nan
+    middle = n // 2
+    if n % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def _power_of_ten(value: float) -> float:
     try:
         return 10.0**value
@@ -524,8 +651,8 @@ def _crossing(centre, values, excess, threshold, side):
         mask = values < centre
         xs, ys = values[mask][::-1], excess[mask][::-1]
     previous_x, previous_root = centre, 0.0
-    for x, y in zip(xs, ys, strict=True):
-        if not np.isfinite(y):
+    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+        if not math.isfinite(y):
             continue
         root = math.sqrt(max(y, 0.0))
         if y >= threshold:
@@ -673,6 +800,8 @@ def fit_curve(
             notes=(*notes, f"fit failed: {type(error).__name__}: {error}"),
         )
     # outlier indices refer to the caller's rows, not to the rows kept
+    if not result.outlier_indices or usable.all():
+        return result
     kept = np.flatnonzero(usable)
     return replace(result, outlier_indices=tuple(int(kept[i]) for i in result.outlier_indices))
 
@@ -698,7 +827,8 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
         return CurveFit(**base, flags=("too_few_points",), notes=tuple(notes))
 
     log_conc = np.where(is_vehicle, 0.0, np.log10(np.where(is_vehicle, 1.0, concentration)))
-    log_low, log_high = float(log_conc[~is_vehicle].min()), float(log_conc[~is_vehicle].max())
+    dosed_log_conc = log_conc[~is_vehicle]
+    log_low, log_high = float(dosed_log_conc.min()), float(dosed_log_conc.max())
 
     # plateau box
     if bounds is None:
@@ -714,10 +844,12 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
 
     # which way does it go? needed to map fixed top/bottom onto e0/e_inf
     if direction == "auto":
-        low_end = is_vehicle | (log_conc <= np.quantile(log_conc[~is_vehicle], 0.25))
-        high_end = ~is_vehicle & (log_conc >= np.quantile(log_conc[~is_vehicle], 0.75))
-        trend = np.average(y[high_end], weights=weights[high_end]) - np.average(
-            y[low_end], weights=weights[low_end]
+        quartile_low, quartile_high = np.quantile(log_conc[~is_vehicle], [0.25, 0.75])
+        low_end = is_vehicle | (log_conc <= quartile_low)
+        high_end = ~is_vehicle & (log_conc >= quartile_high)
+        weighted_y = weights * y  # weighted means as np.average computes them
+        trend = weighted_y[high_end].sum() / weights[high_end].sum() - (
+            weighted_y[low_end].sum() / weights[low_end].sum()
         )
         expected = "increasing" if trend > 0 else "decreasing"
     else:
@@ -752,9 +884,19 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
     thetas, objectives, residuals, jacobians, converged = _levenberg_marquardt(
         problem, starts, free, max_iter=6
     )
-    best_index = int(np.nanargmin(np.where(np.isfinite(objectives), objectives, np.nan)))
+    if np.isfinite(objectives).all():
+        best_index = int(np.argmin(objectives))
+    else:
+        best_index = int(np.nanargmin(np.where(np.isfinite(objectives), objectives, np.nan)))
     if not converged[best_index]:
-        polished = _levenberg_marquardt(problem, thetas[best_index : best_index + 1], free)
+        # continue from where the short polish left the best start
+        best_slice = slice(best_index, best_index + 1)
+        polished = _levenberg_marquardt(
+            problem,
+            thetas[best_slice],
+            free,
+            state=(objectives[best_slice], residuals[best_slice], jacobians[best_slice]),
+        )
         for array, value in zip((thetas, objectives, residuals, jacobians), polished, strict=False):
             array[best_index] = value[0]
     all_thetas, all_objectives, all_converged = thetas, objectives, converged.copy()
@@ -785,9 +927,7 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
         standard_errors = np.full(4, math.nan)
         information = jacobian.T @ jacobian
         try:
-            covariance = np.linalg.inv(information)
-            if not np.isfinite(covariance).all():
-                raise np.linalg.LinAlgError("singular information matrix")
+            covariance = _inverse(information)
         except np.linalg.LinAlgError:
             try:
                 covariance = np.linalg.pinv(information)
@@ -798,7 +938,7 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
 
         # profile-likelihood interval on log IC50
         log_ic50 = float(best[LOG_IC50])
-        se = standard_errors[LOG_IC50]
+        se = float(standard_errors[LOG_IC50])
         # decades for loose fits, multiples of the Wald error where the crossing should be
         offsets = [0.25, 0.5, 1.0, 2.0, 3.0]
         if math.isfinite(se) and se > 0:
@@ -858,7 +998,7 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
         p_flat = float(np.sum(weights * y) / np.sum(weights))
         flat_obj = float(problem.evaluate(np.array([[0.0, 1.0, p_flat, p_flat]]))[0][0])
     else:
-        mean = float(np.average(y, weights=weights))
+        mean = problem.weighted_mean
         flat_obj = float(np.sum(weights * (y - mean) ** 2))
     extra = n_free - 1
     gain = max(flat_obj - objective, 0.0)
@@ -871,7 +1011,7 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
     else:
         denominator = pearson / dof if binomial else objective / dof
         p_value = float(fdtrc(extra, dof, (gain / extra) / denominator))
-    log_ic50, hill, e0, e_inf = (float(v) for v in best)
+    log_ic50, hill, e0, e_inf = best.tolist()
     fitted_direction = "increasing" if e_inf > e0 else "decreasing"
     inactive = not p_value <= settings.inactive_p_value or e_inf == e0
     if direction != "auto" and fitted_direction != direction and not inactive:
@@ -926,7 +1066,7 @@ def _fit(concentration, y, weights, binomial, direction, settings, bounds, absol
     # MAD (robust to the outliers themselves), floored at 0.7 x the residual standard error so
     # that an unluckily small MAD from ~30 points does not turn ordinary wells into outliers.
     raw = residual
-    robust_sigma = 1.4826 * float(np.median(np.abs(raw - np.median(raw))))
+    robust_sigma = 1.4826 * _median(np.abs(raw - _median(raw)))
     floor = 1.0 if binomial else 1e-3 * abs(e_inf - e0) + 1e-9 * (abs(e0) + abs(e_inf) + 1e-300)
     robust_sigma = max(robust_sigma, floor, 0.7 * math.sqrt(float(raw @ raw) / dof))
     outliers = np.flatnonzero(np.abs(raw) > settings.outlier_z * robust_sigma)

@@ -82,24 +82,43 @@ def model_and_jacobian(
 
 
 def model_and_jacobian_rows(
-    theta: np.ndarray, log_conc: np.ndarray, dosed: np.ndarray
+    theta: np.ndarray,
+    log_conc: np.ndarray,
+    dosed: np.ndarray | None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`model_and_jacobian` with the Jacobian as ``(B, 4, N)`` rows (the fitter's
-    layout) and ``dosed`` a float mask (1 dosed, 0 vehicle)."""
+    layout) and ``dosed`` a float mask (1 dosed, 0 vehicle; None when every point is dosed).
+
+    ``out``, if given, is a ``(B, 4, N)`` array (or view) that receives the Jacobian rows.
+    """
     log_ic50 = theta[:, LOG_IC50, None]
     hill = theta[:, HILL, None]
     e0 = theta[:, E0, None]
     span = theta[:, E_INF, None] - e0
+    jacobian = np.empty((theta.shape[0], 4, log_conc.size)) if out is None else out
+    # work on contiguous (B, N) temporaries and copy them into the Jacobian rows: ufuncs that
+    # write through strided views are several times slower on arrays this small
     offset = log_conc - log_ic50
-    g = sigmoid(hill * LN10 * offset)
-    g *= dosed
-    slope = span * LN10 * g * (1.0 - g)
-    jacobian = np.empty((theta.shape[0], 4, log_conc.size))
-    np.multiply(slope, -hill, out=jacobian[:, LOG_IC50])
-    np.multiply(slope, offset, out=jacobian[:, HILL])
-    np.subtract(1.0, g, out=jacobian[:, E0])
+    # sigmoid(z) = 0.5 + 0.5 tanh(z / 2), as in :func:`sigmoid`; halving is exact in floating
+    # point, so (0.5 hill ln10) offset equals 0.5 (hill ln10 offset) bit for bit
+    g = offset * (hill * (0.5 * LN10))
+    np.tanh(g, out=g)
+    g *= 0.5
+    g += 0.5
+    if dosed is not None:
+        g *= dosed
+    one_minus_g = 1.0 - g
+    slope = span * LN10 * g
+    slope *= one_minus_g
+    jacobian[:, LOG_IC50] = slope * -hill
+    slope *= offset
+    jacobian[:, HILL] = slope
+    jacobian[:, E0] = one_minus_g
     jacobian[:, E_INF] = g
-    return e0 + span * g, jacobian
+    values = span * g
+    values += e0
+    return values, jacobian
 
 
 def inverse_log_concentration(level, log_ic50, hill, e0, e_inf):
