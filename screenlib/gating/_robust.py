@@ -120,51 +120,130 @@ def estimate_negative(values: np.ndarray) -> NegativePopulation:
     return NegativePopulation(scale=scale, center=center, spread=spread, n_cells=int(values.size))
 
 
-def density_valley(
+@dataclass(frozen=True)
+class PositivePopulation:
+    """Share, centre and spread (SD) of the positive population on the negative's glog scale."""
+
+    weight: float
+    center: float
+    spread: float
+
+
+def fit_positive_population(
     transformed: np.ndarray,
     negative: NegativePopulation,
-    k_max: float,
     max_cells: int = 20000,
     seed: int = 0,
-) -> tuple[float | None, dict[str, float]]:
-    """Lowest point of the cells' density between the negative centre and the positive mode.
+    max_iterations: int = 200,
+) -> PositivePopulation | None:
+    """Fit the positive population of a two-component mixture whose negative part is fixed.
 
-    The density of all cells (negative and positive populations together) is a Gaussian
-    kernel estimate on the glog scale (bandwidth 3/4 of Scott's rule, so the valley is not
-    smoothed away). The positive mode is the highest density beyond ``center + k_max *
-    spread``; the valley is searched between ``center + 2 spread`` and that mode and kept
-    within ``[center + 2 spread, center + k_max spread]``. Unlike a Gaussian mixture it
-    does not assume a shape for the heavy upper tail that viable cells show in images (light
-    from touching apoptotic neighbours). Returns ``(None, info)`` when there is no positive
-    population to find.
+    All cells of the plate (vehicle, samples, controls) are modelled on the glog scale as
+    ``(1 - w) N(center, spread) + w N(m, t)``: the negative component is the vehicle estimate
+    (robust, so the vehicle's own few positive cells do not widen it) and only the positive
+    component's share ``w``, centre ``m`` and SD ``t`` are fitted, by expectation-maximisation
+    started from the cells beyond ``center + 4 spread``. Anchoring the negative part keeps the
+    fit stable when the positive population is small or skewed.
+
+    Returns None when there is no positive population to fit: fewer than 20 cells beyond
+    ``center + 4 spread`` (or fewer than 100 cells), or a fitted centre less than 3 negative
+    spreads above the negative centre (the "positives" are then the negative's own tail).
     """
     x = np.asarray(transformed, dtype=float)
     x = x[np.isfinite(x)]
-    low = negative.center + 2.0 * negative.spread
-    high = negative.center + k_max * negative.spread
-    n_beyond = int((x > high).sum())
-    info: dict[str, float] = {"n_cells_beyond_k_mad": float(n_beyond)}
-    if n_beyond < 20 or x.size < 100:
-        return None, info
+    center, spread = negative.center, negative.spread
+    start = x[x > center + 4.0 * spread]
+    if start.size < 20 or x.size < 100:
+        return None
     if x.size > max_cells:
         x = np.random.default_rng(seed).choice(x, max_cells, replace=False)
-    top = float(np.quantile(x, 0.999))
-    if not top > high:
-        return None, info
-    grid = np.linspace(negative.center, top, 512)
-    kde = stats.gaussian_kde(x, bw_method=0.75 * x.size ** (-1 / 5))
-    density = kde(grid)
-    beyond = grid > high
-    positive_mode = float(grid[beyond][np.argmax(density[beyond])])
-    between = (grid >= low) & (grid <= positive_mode)
-    if not between.any():
-        return None, info
-    # The valley floor is often flat: take the middle of its low part (density within 10 % of
-    # the rise to the positive mode), which is steadier than the single lowest grid point.
-    floor_density = density[between]
-    near_floor = floor_density <= floor_density.min() + 0.1 * (
-        floor_density.max() - floor_density.min()
+    weight = start.size / x.size
+    mean = float(np.median(start))
+    sd = max(robust_sd(start), spread)
+    log_negative = stats.norm.logpdf(x, center, spread)
+    for _ in range(max_iterations):
+        log_positive = np.log(weight) + stats.norm.logpdf(x, mean, sd)
+        responsibility = np.exp(
+            log_positive - np.logaddexp(np.log1p(-weight) + log_negative, log_positive)
+        )
+        total = float(responsibility.sum())
+        if not total > 0:
+            return None
+        new_weight = float(np.clip(total / x.size, 1e-4, 1 - 1e-4))
+        new_mean = float((responsibility * x).sum() / total)
+        variance = float((responsibility * (x - new_mean) ** 2).sum() / total)
+        # an SD floor keeps the component from collapsing onto a few cells
+        new_sd = max(float(np.sqrt(variance)), 0.25 * spread)
+        converged = (
+            abs(new_mean - mean) < 1e-6 * spread
+            and abs(new_sd - sd) < 1e-6 * spread
+            and abs(new_weight - weight) < 1e-7
+        )
+        weight, mean, sd = new_weight, new_mean, new_sd
+        if converged:
+            break
+    if mean < center + 3.0 * spread:
+        return None
+    return PositivePopulation(weight=weight, center=mean, spread=sd)
+
+
+def bayes_boundary(negative: NegativePopulation, positive: PositivePopulation) -> float:
+    """The glog value between the two centres where a cell is as likely positive as negative.
+
+    Above it the positive component's weighted density exceeds the negative's, so gating
+    there misclassifies the fewest cells of the plate (the Bayes decision boundary of the
+    fitted mixture).
+    """
+    grid = np.linspace(negative.center, positive.center, 4001)
+    log_negative = np.log1p(-positive.weight) + stats.norm.logpdf(
+        grid, negative.center, negative.spread
     )
-    valley = float(np.median(grid[between][near_floor]))
-    info.update(positive_mode_glog=positive_mode, valley_glog=valley)
-    return float(np.clip(valley, low, high)), info
+    log_positive = np.log(positive.weight) + stats.norm.logpdf(
+        grid, positive.center, positive.spread
+    )
+    above = log_positive >= log_negative
+    return float(grid[np.argmax(above)]) if above.any() else float(positive.center)
+
+
+def positive_share_boundary(
+    transformed: np.ndarray,
+    negative: NegativePopulation,
+    positive: PositivePopulation,
+    min_k: float = 2.0,
+    max_cells: int = 20000,
+    seed: int = 0,
+) -> tuple[float, str]:
+    """Lowest glog value where the positive population makes up half of the cells seen there.
+
+    The share is the fitted positive component's density over the observed density of all
+    cells (a Gaussian kernel estimate with Scott's bandwidth for the negative population),
+    searched from ``min_k`` negative spreads above the negative centre up to the positive
+    centre. Using the observed density rather than the fitted negative component counts the
+    negatives' real upper tail (necrotic cells' faint Annexin V, light from touching
+    neighbours), which a normal curve misses; the fitted positive component pins the gate
+    where the valley floor is flat. Falls back to :func:`bayes_boundary` when the share never
+    reaches one half.
+
+    Returns
+    -------
+    tuple[float, str]
+        The boundary (glog) and how it was found (``"positive share"`` or ``"model"``).
+    """
+    x = np.asarray(transformed, dtype=float)
+    x = x[np.isfinite(x)]
+    low = negative.center + min_k * negative.spread
+    if not positive.center > low:
+        return low, "model"
+    if x.size > max_cells:
+        x = np.random.default_rng(seed).choice(x, max_cells, replace=False)
+    grid = np.linspace(low, positive.center, 801)
+    # Scott's bandwidth for the negative population alone: the whole plate's spread would
+    # smooth the valley between the populations full and push the boundary up.
+    bandwidth = negative.spread * x.size ** (-1 / 5)
+    observed = stats.gaussian_kde(x, bw_method=bandwidth / max(float(np.std(x)), 1e-12))(grid)
+    share = positive.weight * stats.norm.pdf(grid, positive.center, positive.spread)
+    share /= np.maximum(observed, np.finfo(float).tiny)
+    reached = share >= 0.5
+    if reached.any():
+        return float(grid[np.argmax(reached)]), "positive share"
+    return max(bayes_boundary(negative, positive), low), "model"

@@ -4,10 +4,16 @@ Vehicle (``negative_control``) wells are mostly viable but carry a few percent o
 and necrotic cells of their own, so a plain upper percentile of their intensities would cut
 into the positive populations. The negative population is instead described robustly: on a
 glog scale chosen to make its bulk symmetric, the gate sits ``k_mad`` robust standard
-deviations (1.4826 x MAD) above the median (``method="robust"``), or at the valley of the
-density of all cells of the plate (the mixture of negative and positive populations) between
-the negative centre and the positive mode, kept within 2 to ``k_mad`` robust SDs
-(``method="mixture"``). Positive-control wells check the result. Manual gates override.
+deviations (1.4826 x MAD) above the median (``method="robust"``), or, as a flow cytometrist
+places a quadrant between two populations, where a cell is as likely to belong to the positive
+population as not (``method="mixture"``): all cells of the plate are modelled on that scale as
+a two-component mixture whose negative component is the vehicle estimate; the positive one
+(share, centre, spread) is fitted, and the gate is the lowest value where that positive
+population makes up half of the observed density of the plate's cells, never below 2 robust
+SDs. The fitted component keeps the gate from wandering along a flat, shallow density valley
+when the populations overlap; the observed density counts the negatives' real upper tail.
+Without a positive population separate from the vehicle cells the robust gate is used.
+Positive-control wells check the result. Manual gates override.
 
 PI is compensated for FITC (Annexin V) bleed-through before gating:
 ``pi_compensated = pi - b * annexin`` where ``annexin`` is ``gating.bleedthrough_feature``
@@ -32,14 +38,18 @@ from scipy import stats
 from screenlib.errors import InputError, SettingsError
 from screenlib.gating._robust import (
     NegativePopulation,
-    density_valley,
     estimate_negative,
+    fit_positive_population,
+    positive_share_boundary,
 )
 from screenlib.settings import GatingSettings
 
 _MIN_CONTROL_CELLS = 50
 _BLEED_SAMPLE = 1500
 _BLEED_ITERATIONS = 6
+# A mixture gate never sits closer to the vehicle median than this many robust SDs (about
+# 2 % of a normal negative population lies beyond it).
+_MIXTURE_MIN_K = 2.0
 
 
 @dataclass
@@ -211,13 +221,25 @@ def _learned_gate(
         "robust_gate": robust_gate,
     }
     if settings.method == "mixture":
-        boundary, valley_info = density_valley(
-            negative.scale.forward(values_all), negative, settings.k_mad
-        )
-        info["density_valley"] = valley_info
-        if boundary is not None:
+        transformed = negative.scale.forward(values_all)
+        positive = fit_positive_population(transformed, negative)
+        if positive is not None:
+            boundary, rule = positive_share_boundary(
+                transformed, negative, positive, min_k=_MIXTURE_MIN_K
+            )
+            info["mixture"] = {
+                "positive_weight": positive.weight,
+                "positive_center_glog": positive.center,
+                "positive_sd_glog": positive.spread,
+                "positive_median": float(negative.scale.inverse(positive.center)),
+                "boundary_rule": rule,
+                "boundary_glog": boundary,
+                "boundary_k": (boundary - negative.center) / negative.spread,
+            }
             return float(negative.scale.inverse(boundary)), "mixture", info, negative
-        info["mixture_fallback"] = "no positive population beyond k_mad; robust gate used"
+        info["mixture_fallback"] = (
+            "no positive population separate from the vehicle cells; robust gate used"
+        )
     return robust_gate, "robust", info, negative
 
 
