@@ -1,21 +1,27 @@
 """Dask orchestration speed on 2160 x 2160 three-channel fields.
 
-Measures, with the same task code ``run_plate`` uses (read field, analyse, write labels,
-Parquet part and marker):
+Measures, with the task code ``run_plate`` uses (read field, analyse, write labels, Parquet part
+and marker; ``analyze_one_field`` times its own steps):
 
-* seconds per field in one process (no Dask) - the task time;
-* fields/s with 1 and 2 worker processes (one thread each), the 1 -> 2 scaling, with and
-  without ``MALLOC_MMAP_THRESHOLD_`` in the workers' environment, with 2 threads in one
-  process, and with one task per well instead of per field;
-* Dask overhead: wall-clock time not spent inside tasks, and the cost of scheduling no-op tasks,
-  both as % of the task time;
+* where a task's time goes, inside a worker: read, kernel (``analyze_field``), writes;
+* fields/s (and per core) with 1 and 2 worker processes, one thread each, and the 1 -> 2
+  scaling, with screenlib's worker malloc settings (``WORKER_ENVIRONMENT``) and with the
+  previous ones (``MALLOC_MMAP_THRESHOLD_`` only); workers started with Dask's own settings
+  (as on an existing cluster) with and without the task's run-time malloc tuning; 2 threads
+  in one process; one task per well instead of per field. The configurations run
+  interleaved, each on a fresh cluster, so load changes hit all of them;
+* page faults and kernel (system) CPU time per field in the workers;
+* what the machine itself allows 2 processes, measured beside them: a cache-resident CPU loop
+  and a loop streaming 64 MB arrays (memory bandwidth is shared by the cores);
+* Dask overhead: wall-clock time not spent inside tasks, and the cost of scheduling no-op
+  tasks, both as % of the task time;
 * peak resident memory per worker (and its multiple of one field's size);
 * building and submitting the 3,456 task graph of a 384-well x 9-field plate;
 * the extrapolated time of a 384-well x 9-field plate on this machine.
 
 Usage::
 
-    python benchmarks/bench_dask.py [--fields 8] [--repeats 1] [--workdir /tmp/bench_dask]
+    python benchmarks/bench_dask.py [--fields 16] [--repeats 2] [--workdir DIR]
 
 Medians are printed; on a shared machine run it when quiet, or read it as "under load".
 """
@@ -28,6 +34,9 @@ import os
 # they must be set before numpy is imported
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+# each configuration states its workers' malloc settings; none may leak in from the shell
+for _variable in [k for k in os.environ if k.startswith("MALLOC_")]:
+    del os.environ[_variable]
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -42,6 +51,8 @@ import numpy as np  # noqa: E402
 
 SIZE = 2160
 PLATE_384_FIELDS = 384 * 9
+# workers closing at the end of each configuration may log lost heartbeats: not news here
+QUIET = logging.CRITICAL
 
 
 def make_plate(folder: Path, n_fields: int, n_unique: int = 2):
@@ -98,7 +109,12 @@ def make_jobs(plate, field_ids, parts_dir: Path, flatfield_path: str | None):
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (MB)."""
+    """This process's peak resident memory (MB), from its own address space's high-water mark
+    (``ru_maxrss`` would include the parent's size when the worker was spawned)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -107,66 +123,156 @@ def current_rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_usage() -> tuple[int, float, float]:
+    """(minor page faults, system CPU seconds, user CPU seconds) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_stime, usage.ru_utime
+
+
 def noop(*args) -> None:
     return None
 
 
-def serial_task_seconds(jobs) -> list[float]:
-    """Per-field seconds of the real task in this process (the first call warms caches)."""
+def import_task_modules() -> float:
+    """Import what a task uses; this worker's resident memory (MB) afterwards."""
+    import pyarrow.parquet  # noqa: F401
+
+    import screenlib.analysis  # noqa: F401
+    import screenlib.orchestrate._field_task  # noqa: F401
+
+    return current_rss_mb()
+
+
+def cpu_probe(_: int) -> float:
+    """A cache-resident, CPU-bound loop (~0.1 s): what the cores alone allow."""
+    total = 0
+    for number in range(1_500_000):
+        total += number * number
+    return float(total)
+
+
+def memory_probe(_: int) -> float:
+    """Streams 64 MB arrays through memory (~0.1 s): what shared memory bandwidth allows."""
+    source = np.ones(8_000_000)
+    target = np.empty_like(source)
+    for _repeat in range(5):
+        np.multiply(source, 1.0001, out=target)
+    return float(target[0])
+
+
+def probe_rates(client, n_tasks: int) -> dict[str, float]:
+    """Tasks per second of the two probes on this cluster."""
+    rates = {}
+    for probe in (cpu_probe, memory_probe):
+        client.gather(client.map(probe, range(len(client.nthreads())), pure=False))  # warm
+        started = time.perf_counter()
+        client.gather(client.map(probe, range(n_tasks), pure=False))
+        rates[probe.__name__] = n_tasks / (time.perf_counter() - started)
+    return rates
+
+
+STEPS = {  # analyze_one_field's timed steps, grouped as printed
+    "read": ("read", "flatfield"),
+    "kernel": ("kernel",),
+    "write": ("identifiers", "labels", "table", "marker"),
+}
+
+
+def analyze_timed(jobs, tune: bool = True) -> list[tuple[dict, dict]]:
+    """Worker side: ``analyze_fields``, the real task, with each field's step seconds
+    (``tune=False`` skips its run-time malloc tuning, as screenlib did before)."""
+    from screenlib.orchestrate._cluster import tune_worker_malloc
     from screenlib.orchestrate._field_task import analyze_one_field
 
-    analyze_one_field(jobs[0])
-    times = []
-    for job in jobs[: min(len(jobs), 4)]:
-        started = time.perf_counter()
-        analyze_one_field(job)
-        times.append(time.perf_counter() - started)
-    return times
+    if tune:
+        tune_worker_malloc()
+    results = []
+    for job in jobs:
+        timings: dict[str, float] = {}
+        results.append((analyze_one_field(job, timings), timings))
+    return results
 
 
-def run_config(jobs, *, n_workers: int, threads: int, malloc_env: bool, per_well: bool):
-    """Wall time, in-task seconds and worker peak memory of one cluster configuration."""
-    import dask
-    from distributed import Client, LocalCluster, wait
+def _clear_malloc_environment() -> None:
+    # a nanny copies its workers' settings into this process's os.environ, where the next
+    # cluster's nanny would prefer them over its own configuration
+    for variable in [k for k in os.environ if k.startswith("MALLOC_")]:
+        del os.environ[variable]
 
-    from screenlib.orchestrate._field_task import analyze_fields
 
-    environ = {}  # without it: Dask's own default worker environment
-    if malloc_env:
-        environ["distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_"] = "33554432"
-    with dask.config.set(environ):
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,
-        )
+def run_config(
+    jobs,
+    *,
+    n_workers: int,
+    threads: int,
+    environment: dict,
+    per_well: bool,
+    tune: bool = True,
+    probes: bool = False,
+):
+    """Wall time, in-task seconds, step times, faults and worker peak memory of one
+    configuration, on a fresh local cluster."""
+    from distributed import Client, wait
+
+    from screenlib.orchestrate._cluster import local_cluster
+
+    _clear_malloc_environment()
+    cluster = local_cluster(
+        n_workers, threads, environment=environment, dashboard_address=None, silence_logs=QUIET
+    )
     client = Client(cluster)
     try:
-        # warm-up: every worker imports, opens the plate and loads the flat-field once
+        imported = client.run(import_task_modules)
+        # warm-up: every worker opens the plate and loads the flat-field once
         warm = [
-            client.submit(analyze_fields, [job], pure=False) for job in jobs[: n_workers * threads]
+            client.submit(analyze_timed, [job], tune, pure=False)
+            for job in jobs[: n_workers * threads]
         ]
         wait(warm)
         baseline = client.run(current_rss_mb)
+        usage_before = client.run(cpu_usage)
         groups = (
             [jobs[i : i + 2] for i in range(0, len(jobs), 2)] if per_well else [[j] for j in jobs]
         )
         started = time.perf_counter()
-        futures = client.map(analyze_fields, groups, pure=False)
-        records = [r for group in client.gather(futures) for r in group]
+        client_cpu = time.process_time()  # client, scheduler and nannies share this process
+        futures = client.map(analyze_timed, groups, tune=tune, pure=False)
+        results = [r for group in client.gather(futures) for r in group]
         wall = time.perf_counter() - started
+        client_cpu = time.process_time() - client_cpu
+        usage_after = client.run(cpu_usage)
         peaks = client.run(peak_rss_mb)
+        probe = probe_rates(client, 8 * n_workers) if probes else {}
+        records = [record for record, _ in results]
         failed = [r for r in records if r["status"] != "done"]
         if failed:
             raise RuntimeError(f"benchmark fields failed: {failed[0]['error']}")
+        steps = {
+            name: statistics.median(sum(t.get(k, 0.0) for k in keys) for _, t in results)
+            for name, keys in STEPS.items()
+        }
+        steps.update(
+            {k: statistics.median(t.get(k, 0.0) for _, t in results) for k in results[0][1]}
+        )
         return {
             "wall_s": wall,
             "task_s": sum(r["analysis_seconds"] for r in records),
             "n": len(records),
+            "steps": steps,
+            "faults": sum(usage_after[w][0] - usage_before[w][0] for w in usage_after)
+            / len(records),
+            "sys_s": sum(usage_after[w][1] - usage_before[w][1] for w in usage_after)
+            / len(records),
+            "cpu_s": sum(
+                usage_after[w][1] + usage_after[w][2] - usage_before[w][1] - usage_before[w][2]
+                for w in usage_after
+            )
+            / len(records),
+            "client_cpu_s": client_cpu / len(records),
             "peak_rss_mb": max(peaks.values()),
+            "probes": probe,
             "baseline_rss_mb": max(baseline.values()),
+            "imported_rss_mb": max(imported.values()),
         }
     finally:
         client.close()
@@ -177,11 +283,12 @@ def graph_submit_seconds(template_job) -> dict[str, float]:
     """Build the 3,456 FieldJobs of a 384 x 9 plate and submit them (no-op tasks)."""
     import dataclasses
 
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, wait
 
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=logging.CRITICAL
-    )
+    from screenlib.orchestrate._cluster import local_cluster
+
+    _clear_malloc_environment()
+    cluster = local_cluster(2, 1, dashboard_address=None, silence_logs=QUIET)
     client = Client(cluster)
     try:
         rows = "ABCDEFGHIJKLMNOP"
@@ -211,12 +318,14 @@ def graph_submit_seconds(template_job) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=8, help="fields per timed run")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration")
+    parser.add_argument("--fields", type=int, default=16, help="fields per timed run")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/screenlib_bench_dask"))
     args = parser.parse_args()
+    logging.getLogger("distributed").setLevel(QUIET)
 
     from screenlib.analysis import estimate_flatfield
+    from screenlib.orchestrate._cluster import WORKER_ENVIRONMENT
     from screenlib.store import open_plate
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -234,66 +343,120 @@ def main() -> None:
     plate.create_labels("nuclei")
     jobs = make_jobs(plate, field_ids, args.workdir / "parts", str(flatfield_path))
 
-    serial = serial_task_seconds(jobs)
-    task_s = statistics.median(serial)
-    print(f"task (read + analyse + write), one process, no Dask: median {task_s:.2f} s/field "
-          f"({', '.join(f'{t:.2f}' for t in serial)})")  # fmt: skip
-
+    screenlib_env = dict(WORKER_ENVIRONMENT)
+    previous_env = {"MALLOC_MMAP_THRESHOLD_": "33554432"}
+    screenlib_env = dict(WORKER_ENVIRONMENT)
+    previous_env = {"MALLOC_MMAP_THRESHOLD_": "33554432"}  # before this benchmark's findings
+    fields, well = dict(per_well=False), dict(per_well=True)
     configs = {
-        "1 process x 1 thread": dict(n_workers=1, threads=1, malloc_env=True, per_well=False),
-        "2 processes x 1 thread": dict(n_workers=2, threads=1, malloc_env=True, per_well=False),
-        "2 processes, Dask default env": dict(
-            n_workers=2, threads=1, malloc_env=False, per_well=False
+        "1 process x 1 thread": dict(
+            n_workers=1, threads=1, environment=screenlib_env, probes=True, **fields
         ),
-        "1 process x 2 threads": dict(n_workers=1, threads=2, malloc_env=True, per_well=False),
-        "2 processes, per-well tasks": dict(n_workers=2, threads=1, malloc_env=True, per_well=True),
+        "2 processes x 1 thread": dict(
+            n_workers=2, threads=1, environment=screenlib_env, probes=True, **fields
+        ),
+        "1 process, previous env": dict(
+            n_workers=1, threads=1, environment=previous_env, tune=False, **fields
+        ),
+        "2 processes, previous env": dict(
+            n_workers=2, threads=1, environment=previous_env, tune=False, **fields
+        ),
+        # an existing cluster started with Dask's defaults (dask worker, dask-jobqueue...)
+        "2 processes, Dask env, untuned": dict(
+            n_workers=2, threads=1, environment={}, tune=False, **fields
+        ),
+        "2 processes, Dask env, tuned": dict(n_workers=2, threads=1, environment={}, **fields),
+        "1 process x 2 threads": dict(n_workers=1, threads=2, environment=screenlib_env, **fields),
+        "2 processes, per-well tasks": dict(
+            n_workers=2, threads=1, environment=screenlib_env, **well
+        ),
     }
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for _ in range(args.repeats):  # interleaved, so load changes hit every configuration
         for name, config in configs.items():
             results[name].append(run_config(jobs, **config))
 
-    print(f"\n{'configuration':32s} {'fields/s':>9s} {'/core':>7s} {'s/field in task':>16s} "
-          f"{'overhead':>9s} {'peak RSS/worker':>16s}")  # fmt: skip
+    def median(name: str, key) -> float:
+        return statistics.median(key(r) for r in results[name])
+
+    one = "1 process x 1 thread"
+    print("\ntask time split inside a worker process (median wall ms per field):")
+    for name in ("1 process x 1 thread", "1 process, previous env"):
+        steps = {k: median(name, lambda r, k=k: r["steps"][k]) for k in results[name][0]["steps"]}
+        detail = ", ".join(f"{k} {1000 * steps[k]:.0f}" for k in results[name][0]["steps"]
+                           if k not in STEPS)  # fmt: skip
+        read, kernel, write = (1000 * steps[k] for k in ("read", "kernel", "write"))
+        print(f"  {name:26s} read {read:4.0f} | kernel {kernel:4.0f} | write {write:4.0f}"
+              f"   ({detail})")  # fmt: skip
+
+    print(
+        "\nper field: s/field = wall seconds inside the task; cpu = the workers' user + "
+        "system CPU seconds; sys = system (kernel) CPU ms; faults = minor page faults"
+    )
+    print(f"{'configuration':31s} {'fields/s':>8s} {'/core':>6s} {'s/field':>7s} {'cpu':>5s} "
+          f"{'overhead':>8s} {'faults':>7s} {'sys ms':>6s} {'peak RSS/worker':>15s}")  # fmt: skip
     rates = {}
-    for name, runs in results.items():
+    for name in configs:
         cores = configs[name]["n_workers"] * configs[name]["threads"]
-        rate = statistics.median(r["n"] / r["wall_s"] for r in runs)
-        overhead = statistics.median(
-            (r["wall_s"] * cores - r["task_s"]) / r["task_s"] for r in runs
-        )
-        peak = statistics.median(r["peak_rss_mb"] for r in runs)
-        in_task = statistics.median(r["task_s"] / r["n"] for r in runs)
+        rate = median(name, lambda r: r["n"] / r["wall_s"])
+        overhead = median(name, lambda r, c=cores: (r["wall_s"] * c - r["task_s"]) / r["task_s"])
         rates[name] = rate
-        print(f"{name:32s} {rate:9.3f} {rate / cores:7.3f} {in_task:16.2f} "
-              f"{100 * overhead:8.1f}% {peak:11.0f} MB")  # fmt: skip
+        print(f"{name:31s} {rate:8.3f} {rate / cores:6.3f} "
+              f"{median(name, lambda r: r['task_s'] / r['n']):7.2f} "
+              f"{median(name, lambda r: r['cpu_s']):5.2f} {100 * overhead:7.1f}% "
+              f"{median(name, lambda r: r['faults']):7.0f} "
+              f"{1000 * median(name, lambda r: r['sys_s']):6.0f} "
+              f"{median(name, lambda r: r['peak_rss_mb']):12.0f} MB")  # fmt: skip
     field_mb = 3 * SIZE * SIZE * 2 / 2**20
-    peak = statistics.median(r["peak_rss_mb"] for r in results["2 processes x 1 thread"])
-    base = statistics.median(r["baseline_rss_mb"] for r in results["2 processes x 1 thread"])
-    one = rates["1 process x 1 thread"]
-    scaling = rates["2 processes x 1 thread"] / one
-    default_env = rates["2 processes, Dask default env"] / one
-    threads = rates["1 process x 2 threads"] / one
-    per_well = rates["2 processes, per-well tasks"] / rates["2 processes x 1 thread"]
-    print(f"\nscaling 1 -> 2 worker processes: x{scaling:.2f} (Dask default env: "
-          f"x{default_env:.2f}; 1 process x 2 threads: x{threads:.2f})")  # fmt: skip
+    two = "2 processes x 1 thread"
+    peak = median(two, lambda r: r["peak_rss_mb"])
+    base = median(two, lambda r: r["baseline_rss_mb"])
+    overhead_two = median(two, lambda r: (r["wall_s"] * 2 - r["task_s"]) / r["task_s"])
+    scaling = rates[two] / rates[one]
+    previous = rates["2 processes, previous env"] / rates["1 process, previous env"]
+    untuned = rates["2 processes, Dask env, untuned"] / rates[two]
+    tuned = rates["2 processes, Dask env, tuned"] / rates[two]
+    threads = rates["1 process x 2 threads"] / rates[one]
+    per_well = rates["2 processes, per-well tasks"] / rates[two]
+    print(f"\nfields/s per core: 1 worker {rates[one]:.3f}, 2 workers {rates[two] / 2:.3f}")
+    print(f"scaling 1 -> 2 worker processes: x{scaling:.2f} (previous env: x{previous:.2f}; "
+          f"1 process x 2 threads: x{threads:.2f})")  # fmt: skip
+    ceiling = {
+        name: median(two, lambda r, n=name: r["probes"][n])
+        / median(one, lambda r, n=name: r["probes"][n])
+        for name in ("cpu_probe", "memory_probe")
+    }
+    print(f"what the machine allows, measured beside them: a CPU-bound loop scales "
+          f"x{ceiling['cpu_probe']:.2f}, streaming 64 MB arrays x{ceiling['memory_probe']:.2f} "
+          "on 2 processes")  # fmt: skip
+    print(f"workers started with Dask's defaults (an existing cluster): {untuned:.2f}x the "
+          f"rate untuned, {tuned:.2f}x with the task's run-time malloc tuning")  # fmt: skip
     print(f"per-well vs per-field tasks (2 processes): {per_well:.2f}x the rate")
-    print(f"peak memory per worker: {peak:.0f} MB ({peak / field_mb:.1f} x one field's "
-          f"{field_mb:.0f} MB; {base:.0f} MB after warm-up, {(peak - base) / field_mb:.1f} fields "
-          "above it)")  # fmt: skip
+    client_ms = 1000 * median(two, lambda r: r["client_cpu_s"])
+    share = 100 * client_ms / 1000 * rates[two] / 2
+    print(f"client + scheduler + nannies (one process) used {client_ms:.0f} ms of CPU per "
+          f"field on 2 workers ({share:.1f} % of the 2 cores)")  # fmt: skip
+    tail = 100 * 0.5 / len(jobs)  # the last field leaves the other worker idle ~half a task
+    print(f"Dask overhead on 2 workers: {100 * overhead_two:.1f} % of the task time (a "
+          f"{len(jobs)}-field run includes ~{tail:.0f} % of idle tail, which a plate of "
+          "thousands of fields does not)")  # fmt: skip
+    imported = median(two, lambda r: r["imported_rss_mb"])
+    print(f"peak memory per worker: {peak:.0f} MB; {imported:.0f} MB of it is the imported "
+          f"libraries, so one field's analysis needs {peak - imported:.0f} MB = "
+          f"{(peak - imported) / field_mb:.1f} x its {field_mb:.0f} MB of pixels "
+          f"({base:.0f} MB resident between fields)")  # fmt: skip
 
     graph = graph_submit_seconds(jobs[0])
     per_task_ms = 1000 * graph["noop_run_s"] / graph["n_tasks"]
+    task_s = median(two, lambda r: r["task_s"] / r["n"])
     print(f"384 x 9 plate graph: build {1000 * graph['build_s']:.0f} ms, submit "
           f"{1000 * graph['submit_s']:.0f} ms for {graph['n_tasks']} tasks; no-op tasks run at "
           f"{per_task_ms:.2f} ms each on 2 workers = {100 * per_task_ms * 2 / 1000 / task_s:.2f} % "
           "of the task time")  # fmt: skip
-    best = max(rates["2 processes x 1 thread"], rates["2 processes, per-well tasks"])
-    minutes = PLATE_384_FIELDS / rates["2 processes x 1 thread"] / 60
+    minutes = PLATE_384_FIELDS / rates[two] / 60
     print(
         f"extrapolated 384-well x 9-field plate on 2 worker processes: {minutes:.1f} min "
-        f"(best configuration {PLATE_384_FIELDS / best / 60:.1f} min; from the serial task "
-        f"time x the measured scaling: {PLATE_384_FIELDS * task_s / scaling / 60:.1f} min)"
+        f"(previous env: {PLATE_384_FIELDS / rates['2 processes, previous env'] / 60:.1f} min)"
     )
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     shutil.rmtree(args.workdir, ignore_errors=True)

@@ -463,3 +463,32 @@ def test_export_folder_is_ingested_once(cluster, tmp_path):
     assert second.n_fields_reused == 8 and second.n_fields_computed == 0
     assert (ingested / "zarr.json").stat().st_mtime_ns == stamp, "the export was ingested again"
     assert {p.name: p.read_bytes() for p in export.iterdir()} == before, "raw input modified"
+
+
+def test_workers_get_screenlib_malloc_settings(cluster, monkeypatch):
+    """Local workers start with WORKER_ENVIRONMENT even when an earlier Dask nanny left Dask's
+    own value in os.environ; workers of an existing cluster are tuned by the task itself."""
+    from distributed import Client
+
+    from screenlib.orchestrate._cluster import (
+        WORKER_ENVIRONMENT,
+        local_cluster,
+        tune_worker_malloc,
+    )
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what a Dask nanny leaves behind
+    for variable in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(variable, raising=False)
+    with local_cluster(1, dashboard_address=None) as local, Client(local) as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRONMENT})
+        assert list(seen.values()) == [WORKER_ENVIRONMENT]
+        assert list(client.run(tune_worker_malloc).values()) == [False]  # set at start
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # the client process is untouched
+    assert "MALLOC_ARENA_MAX" not in os.environ
+    # `dask worker` processes started without them get the thresholds from the first task
+    external = cluster.client()
+    try:
+        tuned = external.run(tune_worker_malloc)
+    finally:
+        external.close()
+    assert len(tuned) == 2 and all(tuned.values()) == sys.platform.startswith("linux")

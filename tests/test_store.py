@@ -228,3 +228,42 @@ def test_plate_pickles_as_its_path(plate_path):
     clone = pickle.loads(pickle.dumps(plate))
     clone.write_field("A01", 1, data)  # still writable (mode r+ kept)
     np.testing.assert_array_equal(plate.read_field_stack("A01", 1), data)
+
+
+def test_plane_chunks_read_as_zarr_reads_them_and_bad_ones_are_refused(plate_path):
+    """read_field decodes screenlib's whole-plane chunks itself: the pixels are those zarr
+    reads (blosc and uncompressed chunks), and a chunk of the wrong size is refused."""
+    import numcodecs
+
+    plate = create_plate(plate_path, small_layout())
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 65535, size=plate.shape, dtype=np.uint16)
+    plate.write_field("B03", 0, data)
+    # an uncompressed array with the same whole-plane chunks, written by zarr itself
+    raw = zarr.create_array(
+        plate_path / "A/1/1/0",
+        shape=plate.shape,
+        chunks=(1, 1, 1, 24, 32),
+        dtype="uint16",
+        fill_value=0,
+        compressors=None,
+        dimension_names=["t", "c", "z", "y", "x"],
+        overwrite=True,
+    )
+    raw[...] = data
+    reopened = open_plate(plate_path)
+    for well, field in (("B03", 0), ("A01", 1)):
+        stack = zarr.open_array(plate_path / reopened._field_path(well, field) / "0", mode="r")
+        for timepoint in range(2):
+            got = reopened.read_field(well, field, timepoint)
+            np.testing.assert_array_equal(got, stack[timepoint].max(axis=1))
+            np.testing.assert_array_equal(got, data[timepoint].max(axis=1))
+            assert got.dtype == np.uint16 and got.flags.writeable
+    # a valid Blosc frame of a smaller plane would leave pixels unset: refused
+    small = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=2).encode(np.ones((12, 32), np.uint16))
+    (plate_path / "B/3/0/0/c/1/2/1/0/0").write_bytes(small)
+    with pytest.raises(InputError, match="well B03 field 0 timepoint 1: unreadable image data"):
+        open_plate(plate_path).read_field("B03", 0, timepoint=1)
+    (plate_path / "A/1/1/0/c/0/0/0/0/0").write_bytes(b"\0" * 100)
+    with pytest.raises(InputError, match="well A01 field 1 timepoint 0: unreadable image data"):
+        open_plate(plate_path).read_field("A01", 1)

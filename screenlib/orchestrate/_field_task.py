@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from screenlib.orchestrate._cluster import tune_worker_malloc
 from screenlib.orchestrate._manifest import (
     MARKER_VERSION,
     field_stem,
@@ -100,15 +101,26 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def analyze_one_field(job: FieldJob) -> dict[str, Any]:
+def _select_channels(channels: np.ndarray, indices: tuple[int, ...]) -> np.ndarray:
+    """The configured channels in order; the array itself (no copy) when that is all of it."""
+    if indices == tuple(range(channels.shape[0])):
+        return channels
+    return channels[list(indices)]
+
+
+def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Analyse one field and persist its outputs; return its record for ``fields.csv``.
 
     The record has ``well``, ``field``, ``timepoint``, ``status`` (``"done"`` or ``"failed"``),
-    ``n_cells``, ``error``, ``analysis_seconds`` and the analysis QC dict's keys.
+    ``n_cells``, ``error``, ``analysis_seconds`` and the analysis QC dict's keys. When
+    ``timings`` is given, the wall-clock seconds of each step are stored in it (``read``,
+    ``flatfield``, ``kernel``, ``identifiers``, ``labels``, ``table``, ``marker``; for
+    benchmarks/bench_dask.py).
     """
     from screenlib.analysis import analyze_field
 
     started = time.perf_counter()
+    clock = _StepClock(timings)
     parts_dir = Path(job.parts_dir)
     record: dict[str, Any] = {
         "well": job.well,
@@ -120,10 +132,12 @@ def analyze_one_field(job: FieldJob) -> dict[str, Any]:
     plate = _open_plate(job.plate_path, job.run_token)
     try:
         channels = plate.read_field(job.well, job.field, timepoint=job.timepoint)
-        channels = channels[list(job.channel_indices)]
+        channels = _select_channels(channels, job.channel_indices)
+        clock.lap("read")
         flatfield = None
         if job.flatfield_path is not None:
             flatfield = _load_flatfield(job.flatfield_path, job.run_token)
+        clock.lap("flatfield")
         result = analyze_field(
             channels,
             stains=list(job.stains),
@@ -131,9 +145,12 @@ def analyze_one_field(job: FieldJob) -> dict[str, Any]:
             settings=job.settings,
             flatfield=flatfield,
         )
+        del channels  # the raw field is not needed any more: free it before the writes
+        clock.lap("kernel")
         labels = np.asarray(result.labels, dtype=np.int32)
         cells = add_identifiers(result.cells, job)
         qc = {key: _json_safe(value) for key, value in dict(result.qc).items()}
+        clock.lap("identifiers")
     except Exception as error:  # noqa: BLE001 - a data fault is recorded, the plate goes on
         # the last frame names where it failed without flooding fields.csv with a traceback
         where = traceback.extract_tb(error.__traceback__)[-1]
@@ -153,8 +170,11 @@ def analyze_one_field(job: FieldJob) -> dict[str, Any]:
 
     # labels first, then the table, then the marker: the marker is the proof of both
     plate.write_labels(job.well, job.field, labels, timepoint=job.timepoint)
+    del labels, result
+    clock.lap("labels")
     table = pa.Table.from_pandas(cells, preserve_index=False)
     part = write_atomic(parts_dir / f"{job.stem}.parquet", lambda tmp: pq.write_table(table, tmp))
+    clock.lap("table")
     record.update(qc)
     record["n_cells"] = len(cells)
     record["analysis_seconds"] = round(time.perf_counter() - started, 3)
@@ -167,9 +187,27 @@ def analyze_one_field(job: FieldJob) -> dict[str, Any]:
             "part_bytes": part.stat().st_size,
         },
     )
+    clock.lap("marker")
     return record
 
 
+class _StepClock:
+    """Adds the seconds since the previous lap to ``timings[step]`` (nothing when None)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[step] = self.timings.get(step, 0.0) + now - self.last
+        self.last = now
+
+
 def analyze_fields(jobs: list[FieldJob]) -> list[dict[str, Any]]:
-    """Analyse several fields in one task (one task per well); one record per field."""
+    """The Dask task: analyse one or more fields (one per field by default, or one task per
+    well); one record per field."""
+    tune_worker_malloc()
     return [analyze_one_field(job) for job in jobs]

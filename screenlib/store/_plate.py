@@ -211,8 +211,8 @@ class Plate:
         self._plate_meta = ome["plate"]
         self._attrs = attributes
         self._arrays: dict[str, zarr.Array] = {}
-        self._chunk_writers: dict[str, _PlaneChunkWriter | None] = {}
-        self._whole_plane_arrays: dict[str, bool] = {}  # array path -> chunks are whole planes
+        # array path -> its whole-plane chunk codec (None: another layout, read through zarr)
+        self._plane_chunks: dict[str, _PlaneChunks | None] = {}
         self._lock = threading.Lock()
         info = attributes.get("screenlib", {}).get("layout")
         self._wells = [
@@ -355,12 +355,18 @@ class Plate:
     # --- pixels ---------------------------------------------------------------------------
     def read_field(self, well: str, field: int, timepoint: int = 0) -> np.ndarray:
         """One field as ``(C, Y, X)``; with several z-planes, their maximum projection."""
-        array = self._image_array(well, field)
+        array_path = f"{self._field_path(well, field)}/0"
         if not 0 <= timepoint < self.n_timepoints:
             raise InputError(f"timepoint {timepoint} outside 0..{self.n_timepoints - 1}")
-        self._check_planes_present(well, field, timepoint)
+        # screenlib's own whole-plane layout: decode each chunk file straight into the result
+        # (no zarr round trip, no copy); an absent chunk is lost data there, never zeros
+        chunks = self._plane_chunks_of(array_path) if self._layout_json is not None else None
         try:
-            data = array[timepoint]  # (C, Z, Y, X)
+            if chunks is not None:
+                return self._read_planes(chunks, well, field, timepoint)
+            data = self._open_array(array_path)[timepoint]  # (C, Z, Y, X)
+        except (InputError, MemoryError):
+            raise
         except Exception as error:  # noqa: BLE001 - a damaged chunk names its field
             raise InputError(
                 f"{self.path}: well {well} field {field} timepoint {timepoint}: unreadable "
@@ -369,51 +375,49 @@ class Plate:
             ) from None
         return data.max(axis=1) if data.shape[1] > 1 else data[:, 0]
 
-    def _check_planes_present(self, well: str, field: int, timepoint: int) -> None:
-        """Refuse a field whose plane chunk files are missing from a screenlib plate.
+    def _read_planes(
+        self, chunks: _PlaneChunks, well: str, field: int, timepoint: int
+    ) -> np.ndarray:
+        """``(C, Y, X)`` from whole-plane chunk files, maximum over z planes."""
+        _t, n_channels, n_z, y, x = self.shape
+        out = np.empty((n_channels, y, x), dtype=chunks.dtype)
+        plane = np.empty((y, x), dtype=chunks.dtype) if n_z > 1 else None
+        for channel in range(n_channels):
+            for z in range(n_z):
+                index = (timepoint, channel, z)
+                target = out[channel] if z == 0 else plane
+                if not chunks.read(index, target):
+                    raise self._missing_plane_error(well, field, channel, timepoint, z)
+                if z > 0:
+                    np.maximum(out[channel], plane, out=out[channel])
+        return out.astype(self._dtype, copy=False)
+
+    def _missing_plane_error(
+        self, well: str, field: int, channel: int, timepoint: int, z: int
+    ) -> InputError:
+        """The error for a plane chunk file absent from a screenlib plate.
 
         screenlib writes every plane's chunk (zeros included), so an absent chunk is lost
         data, not a blank image: zarr would silently read it as zeros and, e.g., a lost PI
         plane would make every cell of the field PI-negative. Plates written by other tools
         (no ``screenlib.layout``) keep zarr's meaning of an absent chunk (the fill value).
         """
-        if self._layout_json is None:
-            return
-        array_path = f"{self._field_path(well, field)}/0"
-        array_dir = self.path / array_path
-        with self._lock:
-            whole_planes = self._whole_plane_arrays.get(array_path)
-        if whole_planes is None:
-            whole_planes = _PlaneChunkWriter.for_array(array_dir) is not None
-            with self._lock:
-                self._whole_plane_arrays[array_path] = whole_planes
-        if not whole_planes:
-            return  # not the whole-plane chunk layout screenlib writes: nothing to check
-        _t, n_channels, n_z, _y, _x = self.shape
-        for channel in range(n_channels):
-            for z in range(n_z):
-                chunk = array_dir.joinpath("c", str(timepoint), str(channel), str(z), "0", "0")
-                if chunk.is_file():
-                    continue
-                recorded = {
-                    (
-                        g.get("well"),
-                        g.get("field"),
-                        g.get("channel"),
-                        g.get("timepoint"),
-                        g.get("z"),
-                    )
-                    for g in self.vendor_metadata.get("missing_images") or []
-                }
-                known = (normalize_well(well), field, channel, timepoint, z) in recorded
-                name = self._channel_names[channel] if channel < len(self._channel_names) else ""
-                raise InputError(
-                    f"{self.path}: well {well} field {field}: no image data for channel "
-                    f"{channel} ({name}) timepoint {timepoint} z {z} — chunk file "
-                    f"{chunk.relative_to(self.path)} is missing"
-                    + (" (recorded as missing at ingest)" if known else "")
-                    + "; restore the image and ingest the export again, or leave the field out"
-                )
+        chunk = (self.path / f"{self._field_path(well, field)}/0").joinpath(
+            "c", str(timepoint), str(channel), str(z), "0", "0"
+        )
+        recorded = {
+            (g.get("well"), g.get("field"), g.get("channel"), g.get("timepoint"), g.get("z"))
+            for g in self.vendor_metadata.get("missing_images") or []
+        }
+        known = (normalize_well(well), field, channel, timepoint, z) in recorded
+        name = self._channel_names[channel] if channel < len(self._channel_names) else ""
+        return InputError(
+            f"{self.path}: well {well} field {field}: no image data for channel "
+            f"{channel} ({name}) timepoint {timepoint} z {z} — chunk file "
+            f"{chunk.relative_to(self.path)} is missing"
+            + (" (recorded as missing at ingest)" if known else "")
+            + "; restore the image and ingest the export again, or leave the field out"
+        )
 
     def read_field_stack(self, well: str, field: int) -> np.ndarray:
         """One field with every timepoint and plane, ``(T, C, Z, Y, X)``."""
@@ -459,24 +463,28 @@ class Plate:
             plane.astype(self.dtype, copy=False),
         )
 
+    def _plane_chunks_of(self, array_path: str) -> _PlaneChunks | None:
+        """The array's whole-plane chunk codec (cached), or None for another layout."""
+        with self._lock:
+            if array_path in self._plane_chunks:
+                return self._plane_chunks[array_path]
+        _check_array_codecs(self.path, array_path)
+        chunks = _PlaneChunks.for_array(self.path / array_path)
+        with self._lock:
+            self._plane_chunks[array_path] = chunks
+        return chunks
+
     def _write_plane_chunk(
         self, array_path: str, index: tuple[int, ...], plane: np.ndarray
     ) -> None:
         """Write one whole-plane chunk: encoded here and written with an atomic rename when
         the array is laid out as screenlib creates it (2-3x faster than a round trip through
         zarr's async pipeline); through zarr otherwise."""
-        with self._lock:
-            known = array_path in self._chunk_writers
-            writer = self._chunk_writers.get(array_path)
-        if not known:
-            _check_array_codecs(self.path, array_path)
-            writer = _PlaneChunkWriter.for_array(self.path / array_path)
-            with self._lock:
-                self._chunk_writers[array_path] = writer
-        if writer is None:
+        chunks = self._plane_chunks_of(array_path)
+        if chunks is None:
             self._open_array(array_path)[index] = plane
         else:
-            writer.write(index, plane)
+            chunks.write(index, plane)
 
     # --- labels ---------------------------------------------------------------------------
     def create_labels(self, name: str = "nuclei", *, workers: int = 8) -> None:
@@ -524,7 +532,7 @@ class Plate:
             with self._lock:
                 key = str((label_path / "0").relative_to(self.path))
                 self._arrays.pop(key, None)
-                self._chunk_writers.pop(key, None)
+                self._plane_chunks.pop(key, None)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(create, tasks))
@@ -538,14 +546,17 @@ class Plate:
             return []
         return list(meta.get("attributes", {}).get("ome", {}).get("labels", []))
 
-    def _labels_array(self, well: str, field: int, name: str) -> zarr.Array:
+    def _labels_array_path(self, well: str, field: int, name: str) -> str:
         path = f"{self._field_path(well, field)}/labels/{name}/0"
         if not (self.path / path / "zarr.json").exists():
             raise InputError(
                 f"plate {self.path} has no label image {name!r} for {well}/{field}; "
                 f"call Plate.create_labels({name!r}) first"
             )
-        return self._open_array(path)
+        return path
+
+    def _labels_array(self, well: str, field: int, name: str) -> zarr.Array:
+        return self._open_array(self._labels_array_path(well, field, name))
 
     def write_labels(
         self, well: str, field: int, labels: np.ndarray, timepoint: int = 0, name: str = "nuclei"
@@ -559,14 +570,10 @@ class Plate:
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise InputError(f"labels for {well}/{field} must be integers, got {labels.dtype}")
-        self._labels_array(well, field, name)  # checks that it exists
+        array_path = self._labels_array_path(well, field, name)  # checks that it exists
         if not 0 <= timepoint < self.shape[0]:
             raise InputError(f"timepoint {timepoint} outside 0..{self.shape[0] - 1}")
-        self._write_plane_chunk(
-            f"{self._field_path(well, field)}/labels/{name}/0",
-            (timepoint, 0),
-            labels.astype(np.int32, copy=False),
-        )
+        self._write_plane_chunk(array_path, (timepoint, 0), labels.astype(np.int32, copy=False))
 
     def read_labels(
         self, well: str, field: int, timepoint: int = 0, name: str = "nuclei"
@@ -588,12 +595,13 @@ def _blosc(cname: str | None = None, clevel: int | None = None, shuffle: str | N
     )
 
 
-class _PlaneChunkWriter:
-    """Encodes and writes whole-plane chunks of one array without zarr's async pipeline.
+class _PlaneChunks:
+    """Reads and writes whole-plane chunks of one array without zarr's async pipeline.
 
     Only for arrays whose chunks are single ``(Y, X)`` planes under the default ``c/``
     key encoding, with codecs ``bytes`` (little endian) then optionally ``blosc`` — the
-    layout :func:`create_plate` writes. Reading stays with zarr, which the tests check.
+    layout :func:`create_plate` writes. The bytes are exactly those zarr reads and writes
+    (the tests read them back through zarr).
     """
 
     def __init__(self, array_dir: Path, dtype: np.dtype, codec: Any | None) -> None:
@@ -602,7 +610,7 @@ class _PlaneChunkWriter:
         self.codec = codec
 
     @classmethod
-    def for_array(cls, array_dir: Path) -> _PlaneChunkWriter | None:
+    def for_array(cls, array_dir: Path) -> _PlaneChunks | None:
         meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
         shape = meta["shape"]
         grid = meta.get("chunk_grid", {})
@@ -634,10 +642,36 @@ class _PlaneChunkWriter:
             )
         return cls(array_dir, np.dtype(meta["data_type"]), codec)
 
+    def _path(self, index: tuple[int, ...]) -> Path:
+        return self.array_dir.joinpath("c", *map(str, index), "0", "0")
+
+    def read(self, index: tuple[int, ...], out: np.ndarray) -> bool:
+        """Decode the chunk at ``index`` into ``out`` (a contiguous plane of ``self.dtype``);
+        False when its file does not exist. Raises ValueError for a damaged chunk."""
+        try:
+            payload = self._path(index).read_bytes()
+        except FileNotFoundError:
+            return False
+        if self.codec is None:
+            if len(payload) != out.nbytes:
+                raise ValueError(f"chunk holds {len(payload)} bytes, expected {out.nbytes}")
+            out.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, dtype=np.uint8)
+            return True
+        # the Blosc header records the decoded and the stored size: check both, so a
+        # truncated or foreign chunk is refused instead of leaving part of ``out`` unset
+        decoded = int.from_bytes(payload[4:8], "little") if len(payload) >= 16 else -1
+        stored = int.from_bytes(payload[12:16], "little") if len(payload) >= 16 else -1
+        if decoded != out.nbytes or stored != len(payload):
+            raise ValueError(
+                f"not a Blosc chunk of {out.nbytes} bytes ({len(payload)} bytes on disk)"
+            )
+        self.codec.decode(payload, out=out)
+        return True
+
     def write(self, index: tuple[int, ...], plane: np.ndarray) -> None:
         data = np.ascontiguousarray(plane, dtype=self.dtype)
         payload = data.tobytes() if self.codec is None else self.codec.encode(data)
-        path = self.array_dir.joinpath("c", *map(str, index), "0", "0")
+        path = self._path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
         temporary.write_bytes(payload)
