@@ -33,11 +33,14 @@ def _window_extreme_1d(image: np.ndarray, size: int, axis: int, op: np.ufunc) ->
     return running
 
 
-def _check_size(size: int) -> int:
+def _window_extreme(image: np.ndarray, size: int, op: np.ufunc) -> np.ndarray:
     size = int(size)
     if size < 1 or size % 2 == 0:
         raise ValueError(f"window size must be a positive odd number, got {size}")
-    return size
+    image = np.asarray(image)
+    if size == 1:
+        return image.copy()
+    return _window_extreme_1d(_window_extreme_1d(image, size, 1, op), size, 0, op)
 
 
 def window_max(image: np.ndarray, size: int) -> np.ndarray:
@@ -48,19 +51,9 @@ def window_max(image: np.ndarray, size: int) -> np.ndarray:
     >>> window_max(np.array([[0, 0, 0], [0, 5, 0], [0, 0, 1]]), 3).tolist()
     [[5, 5, 5], [5, 5, 5], [5, 5, 5]]
     """
-    size = _check_size(size)
-    image = np.asarray(image)
-    if size == 1:
-        return image.copy()
-    rows = _window_extreme_1d(image, size, 1, np.maximum)
-    return _window_extreme_1d(rows, size, 0, np.maximum)
+    return _window_extreme(image, size, np.maximum)
 
 
 def window_min(image: np.ndarray, size: int) -> np.ndarray:
     """Minimum over the ``size`` x ``size`` window (odd ``size``) centred on every pixel."""
-    size = _check_size(size)
-    image = np.asarray(image)
-    if size == 1:
-        return image.copy()
-    rows = _window_extreme_1d(image, size, 1, np.minimum)
-    return _window_extreme_1d(rows, size, 0, np.minimum)
+    return _window_extreme(image, size, np.minimum)
