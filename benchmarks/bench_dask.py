@@ -344,8 +344,6 @@ def main() -> None:
     jobs = make_jobs(plate, field_ids, args.workdir / "parts", str(flatfield_path))
 
     screenlib_env = dict(WORKER_ENVIRONMENT)
-    previous_env = {"MALLOC_MMAP_THRESHOLD_": "33554432"}
-    screenlib_env = dict(WORKER_ENVIRONMENT)
     previous_env = {"MALLOC_MMAP_THRESHOLD_": "33554432"}  # before this benchmark's findings
     fields, well = dict(per_well=False), dict(per_well=True)
     configs = {
@@ -421,6 +419,14 @@ def main() -> None:
     print(f"\nfields/s per core: 1 worker {rates[one]:.3f}, 2 workers {rates[two] / 2:.3f}")
     print(f"scaling 1 -> 2 worker processes: x{scaling:.2f} (previous env: x{previous:.2f}; "
           f"1 process x 2 threads: x{threads:.2f})")  # fmt: skip
+    # each repeat ran every configuration back to back: its own 1 -> 2 ratio is the least
+    # exposed to the machine's drift (use --repeats 6 or more for a stable median)
+    pairs = [
+        (b["n"] / b["wall_s"]) / (a["n"] / a["wall_s"])
+        for a, b in zip(results[one], results[two], strict=True)
+    ]
+    print(f"scaling per repeat: {', '.join(f'x{p:.2f}' for p in pairs)}; "
+          f"median x{statistics.median(pairs):.2f}")  # fmt: skip
     ceiling = {
         name: median(two, lambda r, n=name: r["probes"][n])
         / median(one, lambda r, n=name: r["probes"][n])
