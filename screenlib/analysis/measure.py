@@ -68,8 +68,8 @@ def index_cell_regions(
     index = index_labels(cell_labels, n_labels)
     in_nucleus = nucleus_labels.ravel()[index.pixels] > 0
     return {
-        "nucleus": _subset(index, in_nucleus),
-        "ring": _subset(index, ~in_nucleus),
+        "nucleus": subset_index(index, in_nucleus),
+        "ring": subset_index(index, ~in_nucleus),
         "cell": index,
     }
 
@@ -164,7 +164,7 @@ def _row_ends(index: LabelIndex) -> np.ndarray:
     return ends
 
 
-def _subset(index: LabelIndex, selected: np.ndarray) -> LabelIndex:
+def subset_index(index: LabelIndex, selected: np.ndarray) -> LabelIndex:
     """The index restricted to the entries where ``selected`` is True (still grouped)."""
     return _grouped(index.n_labels, index.pixels[selected], index.object_ids[selected], index.shape)
 
@@ -205,7 +205,7 @@ def shape_features(index: LabelIndex, factor: int = 1, n_directions: int = 16) -
 
         # convex hull of the pixel squares via its support function in 2 * n_directions normals
         ends = _row_ends(index)
-        hull_index, hull_y, hull_x = _subset(index, ends), y[ends], x[ends]
+        hull_index, hull_y, hull_x = subset_index(index, ends), y[ends], x[ends]
         angles = np.arange(2 * n_directions) * (np.pi / n_directions)
         supports = np.empty((index.n_labels, angles.size))
         for k in range(n_directions):

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
-from screenlib.analysis.measure import LabelIndex, index_labels
+from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
 from screenlib.analysis.windows import window_max
 from screenlib.settings import SegmentationSettings
 
@@ -138,13 +138,11 @@ def _split_clumps(
         return components, n_components
 
     # the clumps' pixels (still grouped by clump) and their boxes
-    in_clump = is_clump[index.object_ids - 1]
-    pixels = index.pixels[in_clump]
-    clump_of_pixel = index.object_ids[in_clump]
+    clumps = subset_index(index, is_clump[index.object_ids - 1])
+    pixels = clumps.pixels
+    first, sizes = clumps.starts[is_clump], clumps.counts[is_clump]
     height, width = components.shape
     y, x = np.divmod(pixels, width)
-    first = np.flatnonzero(np.r_[True, clump_of_pixel[1:] != clump_of_pixel[:-1]])
-    clump_ids = clump_of_pixel[first]
     margin = int(round(min_separation))
     clump_top, clump_bottom = np.minimum.reduceat(y, first), np.maximum.reduceat(y, first) + 1
     clump_left, clump_right = np.minimum.reduceat(x, first), np.maximum.reduceat(x, first) + 1
@@ -156,7 +154,7 @@ def _split_clumps(
     )
 
     # mosaic position of every clump pixel: its offset in its box plus the box's corner
-    which = np.repeat(np.arange(clump_ids.size), np.diff(np.r_[first, pixels.size]))
+    which = np.repeat(np.arange(first.size), sizes)
     mosaic_pixels = (y - top[which] + rows[which] + 1) * mosaic_shape[1] + (
         x - left[which] + columns[which] + 1
     )
@@ -164,7 +162,7 @@ def _split_clumps(
     clump_index.ravel()[mosaic_pixels] = which + 1
     mask = clump_index > 0
     mosaic_signal = np.zeros(mosaic_shape, dtype=np.float32)
-    for k in range(clump_ids.size):
+    for k in range(first.size):
         row, column = int(rows[k]) + 1, int(columns[k]) + 1
         mosaic_signal[row : row + box_heights[k], column : column + box_widths[k]] = signal[
             top[k] : bottom[k], left[k] : right[k]
