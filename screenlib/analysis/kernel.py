@@ -84,6 +84,16 @@ def _grid_channel(
     return grid
 
 
+def _grids(
+    channels: np.ndarray, factor: int, offsets: list[float], flats: list[np.ndarray | None]
+) -> list[np.ndarray]:
+    """Every channel on the ``factor`` grid (see :func:`_grid_channel`)."""
+    return [
+        _grid_channel(channel, factor, offset, flat)
+        for channel, offset, flat in zip(channels, offsets, flats, strict=True)
+    ]
+
+
 def _flat_on_grid(flat: np.ndarray, factor: int) -> np.ndarray:
     """The flat-field profile on the ``factor`` grid: the profile is smooth, so its value at
     each block centre stands for the block."""
@@ -188,41 +198,28 @@ def analyze_field(
 
     segmenter = get_segmenter(settings.segmentation.segmenter)
     if segmenter is segment_nuclei:
-        factor = grid_factor(pixel_size_um, settings.segmentation)
-        grids = [
-            _grid_channel(channel, factor, offset, flat)
-            for channel, offset, flat in zip(channels, offsets, flats, strict=True)
-        ]
-        segmentation = settings.segmentation
-        nuclear_flat = flats[nuclear_index]
-        labels_grid = segment_nuclei_grid(
-            grids[nuclear_index],
-            factor,
-            pixel_size_um,
-            segmentation,
-            noise_scale=_noise_scale(nuclear_flat, factor),
-        )
-        refined = refine_grid(labels_grid, factor, pixel_size_um, segmentation)
-        if refined is not None:  # nuclei much smaller than the settings say: a finer grid
-            factor, segmentation = refined
-            grids = [
-                _grid_channel(channel, factor, offset, flat)
-                for channel, offset, flat in zip(channels, offsets, flats, strict=True)
-            ]
-            labels_grid = segment_nuclei_grid(
+
+        def on_grid(factor: int, segmentation) -> tuple[list[np.ndarray], np.ndarray]:
+            grids = _grids(channels, factor, offsets, flats)
+            labels = segment_nuclei_grid(
                 grids[nuclear_index],
                 factor,
                 pixel_size_um,
                 segmentation,
-                noise_scale=_noise_scale(nuclear_flat, factor),
+                noise_scale=_noise_scale(flats[nuclear_index], factor),
             )
+            return grids, labels
+
+        factor = grid_factor(pixel_size_um, settings.segmentation)
+        grids, labels_grid = on_grid(factor, settings.segmentation)
+        refined = refine_grid(labels_grid, factor, pixel_size_um, settings.segmentation)
+        if refined is not None:  # nuclei much smaller than the settings say: a finer grid
+            factor = refined[0]
+            grids, labels_grid = on_grid(*refined)
         n_cells = int(labels_grid.max())
     else:
         factor = 1
-        grids = [
-            _grid_channel(channel, 1, offset, flat)
-            for channel, offset, flat in zip(channels, offsets, flats, strict=True)
-        ]
+        grids = _grids(channels, 1, offsets, flats)
         try:
             raw_labels = segmenter(grids[nuclear_index], pixel_size_um, settings.segmentation)
         except Exception as error:
