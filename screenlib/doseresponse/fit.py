@@ -46,30 +46,26 @@ __all__ = ["CurveFit", "fit_curve", "FLAGS"]
 try:  # the gufuncs behind np.linalg.solve / inv, without their per-call wrapper overhead
     from numpy.linalg._umath_linalg import inv as _raw_inv
     from numpy.linalg._umath_linalg import solve1 as _raw_solve1
-
-    def _solve_gufunc(system, rhs):
-        solution = _raw_solve1(system, rhs)
-        if not np.isfinite(solution).all():
-            raise np.linalg.LinAlgError("singular system")
-        return solution
-
-    def _inverse(matrix):
-        with np.errstate(all="ignore"):
-            inverse = _raw_inv(matrix)
-        if not np.isfinite(inverse).all():
-            raise np.linalg.LinAlgError("singular matrix")
-        return inverse
-
 except ImportError:  # pragma: no cover - other numpy layouts
+    _raw_inv = np.linalg.inv
 
-    def _solve_gufunc(system, rhs):
+    def _raw_solve1(system, rhs):
         return np.linalg.solve(system, rhs[..., None])[..., 0]
 
-    def _inverse(matrix):
-        inverse = np.linalg.inv(matrix)
-        if not np.isfinite(inverse).all():
-            raise np.linalg.LinAlgError("singular matrix")
-        return inverse
+
+def _solve_gufunc(system, rhs):
+    solution = _raw_solve1(system, rhs)
+    if not np.isfinite(solution).all():
+        raise np.linalg.LinAlgError("singular system")
+    return solution
+
+
+def _inverse(matrix):
+    with np.errstate(all="ignore"):
+        inverse = _raw_inv(matrix)
+    if not np.isfinite(inverse).all():
+        raise np.linalg.LinAlgError("singular matrix")
+    return inverse
 
 
 # every flag a fit can carry, with its meaning (written into the report's legend)
