@@ -44,12 +44,16 @@ _EXPLANATIONS: dict[str, str] = {
     "ring.ring_width_um": "Width (um) of the membrane ring outside the nucleus (Annexin V).",
     "ring.ring_gap_um": "Gap between the nucleus edge and the ring (um).",
     "ring.background_width_um": "Width of the local-background annulus beyond the ring (um).",
+    "ring.exclude_neighbours": (
+        "Leave out ring pixels that another nucleus' ring also reaches (its membrane would "
+        "count); a cell with almost no such free pixels keeps its whole ring."
+    ),
     "qc.min_focus_score": "Fields below this focus score fail QC; 0 disables the check.",
     "qc.min_relative_focus": "Fields sharper than this share of the plate median pass QC; 0: off.",
     "qc.max_saturated_fraction": "Fields with more saturated pixels than this fraction fail QC.",
     "qc.min_cells_per_field": "Fields with fewer nuclei fail QC.",
     "qc.exclude_failed_fields": "Leave failed fields out of the per-well numbers (still reported).",
-    "gating.annexin_feature": "Per-cell column gated for Annexin V (mean in the ring).",
+    "gating.annexin_feature": "Per-cell column gated for Annexin V (90th percentile in the ring).",
     "gating.pi_feature": "Per-cell column gated for PI (mean in the nucleus).",
     "gating.method": "How gates are learned from vehicle wells: 'robust' or 'mixture'.",
     "gating.k_mad": "Gate at most k_mad robust SDs above the vehicle median (glog scale).",

@@ -26,6 +26,7 @@ from screenlib.analysis import (
     ring_labels,
     segment_nuclei,
     shape_features,
+    shared_reach,
 )
 from screenlib.analysis.correction import block_mean, upsample_nearest
 from screenlib.analysis.measure import index_cell_regions
@@ -440,3 +441,78 @@ def test_kernel_leaves_its_input_untouched(pixel_size_um):
     )
     np.testing.assert_array_equal(channels, before)
     assert result.qc["n_cells"] > 0
+
+
+def test_shared_reach_marks_pixels_two_nuclei_reach():
+    nuclei = np.zeros((30, 40), np.int32)
+    nuclei[10:20, 5:15] = 1
+    nuclei[10:20, 19:29] = 2  # 4 px gap
+    shared = shared_reach(nuclei, 3)
+    # gap columns 15..18: within 3 px of both nuclei are columns 16 and 17 only
+    assert shared[15, 16:18].all() and not shared[15, 15] and not shared[15, 18]
+    assert not shared[15, 0:5].any() and not shared[15, 29:].any()
+    assert not shared[2, :].any()  # rows 7+ are within 3 px of a nucleus; row 2 of none
+    lone = np.zeros((20, 20), np.int32)
+    lone[8:12, 8:12] = 1
+    assert not shared_reach(lone, 5).any()
+
+
+def test_ring_leaves_out_a_neighbours_reach_unless_too_little_remains():
+    nuclei = np.zeros((30, 60), np.int32)
+    nuclei[10:20, 5:15] = 1
+    nuclei[10:20, 17:27] = 2  # touching closely: 2 px gap
+    nuclei[10:20, 45:55] = 3  # alone
+    cells = cell_labels(nuclei, 3)
+    shared = shared_reach(nuclei, 3)
+    regions = index_cell_regions(nuclei, cells, 3, shared, min_ring_pixels=6)
+    whole = index_cell_regions(nuclei, cells, 3)
+    ring_pixels = [set(regions["ring"].pixels[regions["ring"].object_ids == k]) for k in (1, 2, 3)]
+    whole_pixels = [set(whole["ring"].pixels[whole["ring"].object_ids == k]) for k in (1, 2, 3)]
+    assert ring_pixels[2] == whole_pixels[2]  # nothing near the lone nucleus
+    for k in (0, 1):
+        assert ring_pixels[k] < whole_pixels[k]
+        assert not shared.ravel()[list(ring_pixels[k])].any()
+    # nucleus and cell regions are unchanged
+    np.testing.assert_array_equal(regions["nucleus"].pixels, whole["nucleus"].pixels)
+    np.testing.assert_array_equal(regions["cell"].pixels, whole["cell"].pixels)
+    # a cell with fewer free pixels than asked keeps its whole ring
+    strict = index_cell_regions(nuclei, cells, 3, shared, min_ring_pixels=10_000)
+    np.testing.assert_array_equal(strict["ring"].pixels, whole["ring"].pixels)
+
+
+def test_dim_cell_beside_a_bright_membrane_keeps_its_own_annexin_reading():
+    """A touching Annexin-bright neighbour must not make a dim cell read Annexin-positive."""
+    yy, xx = np.mgrid[0:100, 0:100].astype(np.float32)
+    hoechst = np.zeros((100, 100), np.float32)
+    annexin = np.zeros((100, 100), np.float32)
+    # a dim cell with bright neighbours on three sides, 3 px between nuclei: their membranes,
+    # 2 px outside each nucleus, lie on the dim cell's side of the halfway split
+    levels = {(40.0, 50.0): 20.0, (40.0, 31.0): 400.0, (40.0, 69.0): 400.0, (59.0, 50.0): 400.0}
+    for (cy, cx), level in levels.items():
+        distance = np.hypot(yy - cy, xx - cx)
+        hoechst += 1000.0 * (distance <= 8)
+        annexin += level * np.exp(-0.5 * ((distance - 10.0) / 1.0) ** 2)
+    rng = np.random.default_rng(0)
+    channels = np.stack(
+        [
+            rng.poisson(ndi.gaussian_filter(image, 1.0) + 30.0) + 100.0
+            for image in (hoechst, annexin, np.zeros_like(hoechst))
+        ]
+    ).astype(np.uint16)
+    readings = {}
+    for exclude in (True, False):
+        settings = AssaySettings()
+        settings = dataclasses.replace(
+            settings, ring=dataclasses.replace(settings.ring, exclude_neighbours=exclude)
+        )
+        result = analyze_field(channels, stains=STAINS, pixel_size_um=0.65, settings=settings).cells
+        assert len(result) == 4
+        dim = (result["centroid_y"] - 40).abs().lt(3) & (result["centroid_x"] - 50).abs().lt(3)
+        readings[exclude] = (
+            float(result.loc[dim, "annexin_v_ring_p90"].iloc[0]),
+            result.loc[~dim, "annexin_v_ring_p90"].to_numpy(),
+        )
+    (dim_own, bright_own), (dim_shared, _) = readings[True], readings[False]
+    assert dim_own < 2 * 20.0  # its own membrane (peak 20 above background, plus noise)
+    assert dim_shared > 3 * dim_own  # with the shared pixels it read the neighbours' membranes
+    assert np.all(bright_own > 200.0)

@@ -86,19 +86,19 @@ def test_run_writes_every_output_and_a_one_line_summary(example_run):
 def test_example_fractions_and_classes_match_the_truth(example_run):
     """Measured on the example plate (1.3 um pixels, 13 of 192 fields defocused).
 
-    Measured with the default 4 um ring, its p90 and the mixture gates: class accuracy 0.956,
-    per-well apoptotic-fraction MAE 0.024 (bias +0.002). Gates placed with the truth (an
-    oracle) reach about 0.024 on these measurements, and 0.018 MAE even on the true stain
-    levels: with 20-130 cells per well and classes that overlap by design, 0.02 is out of reach
-    for any quadrant gate here (``python benchmarks/accuracy_plate.py --ceiling``). The 0.02 /
-    95 % targets are tested on 0.65 um fields in test_gating.py; the bounds here guard the
-    example against regressions.
+    Measured with the default 4 um ring (less the pixels a neighbour's ring also reaches), its
+    p90 and the mixture gates: class accuracy 0.963, per-well apoptotic-fraction MAE 0.0219
+    (bias -0.007). Gates placed with the truth (an oracle) reach 0.020 on these measurements,
+    and 0.018 MAE even on the true stain levels: with 20-130 cells per well and classes that
+    overlap by design, 0.02 is at the edge of what any quadrant gate reaches here
+    (``python benchmarks/accuracy_plate.py --ceiling``). The 0.02 / 95 % targets are tested on
+    0.65 um fields in test_gating.py; the bounds here guard the example against regressions.
     """
     out, _ = example_run
     accuracy = evaluate_run(out, EXAMPLE / "truth")
     assert accuracy.n_matched >= 0.98 * accuracy.n_truth_cells
-    assert accuracy.class_accuracy >= 0.95
-    assert accuracy.fraction_mae <= 0.027
+    assert accuracy.class_accuracy >= 0.958
+    assert accuracy.fraction_mae <= 0.024
 
 
 def test_defocused_fields_are_excluded_by_plate_relative_focus(example_run):

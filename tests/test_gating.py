@@ -493,9 +493,10 @@ def test_end_to_end_on_simulated_images():
     comparison = compare_annexin_features(cells).set_index("feature")
     print(f"end to end: class accuracy {accuracy:.4f}, apoptotic fraction MAE {mae:.4f}")
     print(comparison.to_string())
-    # Truth is the rendered cells, so segmentation errors count too. Per-cell accuracy on
-    # these images is capped near 0.96 by the overlap of the rendered Annexin classes.
-    assert accuracy >= 0.94
+    # Truth is the rendered cells, so segmentation errors count too. Measured 0.974 / 0.0104
+    # (0.960 / 0.0126 before ring pixels a neighbour's ring reaches were left out); the
+    # overlap of the rendered Annexin classes caps accuracy near 0.98.
+    assert accuracy >= 0.96
     assert mae <= 0.02
     # The default Annexin feature is the one whose best single threshold (what a quadrant gate
     # is) separates the classes better here; both rank the cells almost alike (AUC > 0.99).

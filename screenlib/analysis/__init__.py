@@ -11,7 +11,12 @@ from screenlib.analysis.kernel import FieldResult, analyze_field
 from screenlib.analysis.measure import index_labels, region_statistics, shape_features
 from screenlib.analysis.metrics import MatchResult, match_labels
 from screenlib.analysis.qc import focus_score, saturated_fraction
-from screenlib.analysis.regions import background_annulus_labels, cell_labels, ring_labels
+from screenlib.analysis.regions import (
+    background_annulus_labels,
+    cell_labels,
+    ring_labels,
+    shared_reach,
+)
 from screenlib.analysis.segmentation import segment_nuclei
 
 __all__ = [
@@ -30,4 +35,5 @@ __all__ = [
     "saturated_fraction",
     "segment_nuclei",
     "shape_features",
+    "shared_reach",
 ]

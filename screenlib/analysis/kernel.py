@@ -32,7 +32,7 @@ from screenlib.analysis.measure import (
     shape_features,
 )
 from screenlib.analysis.qc import focus_score_at, qc_call, saturated_fraction
-from screenlib.analysis.regions import background_annulus_labels, cell_labels
+from screenlib.analysis.regions import background_annulus_labels, cell_labels, shared_reach
 from screenlib.analysis.segmentation import (
     grid_factor,
     refine_grid,
@@ -46,6 +46,8 @@ from screenlib.settings import AssaySettings
 
 #: fewer annulus pixels than this: the cell's background comes from the smooth background map
 MIN_ANNULUS_PIXELS = 4
+#: fewer ring pixels than this out of the neighbours' reach: the cell keeps its whole ring
+MIN_RING_PIXELS = 6
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,13 @@ def analyze_field(
     ring_gap = int(round(settings.ring.ring_gap_um / grid_um))
     background_width = max(1, int(round(settings.ring.background_width_um / grid_um)))
     cell = cell_labels(labels_grid, ring_width, ring_gap)  # each nucleus with its ring
-    indices = index_cell_regions(labels_grid, cell, n_cells)
+    # ring pixels a neighbour's ring also reaches may carry its membrane: left out
+    shared = (
+        shared_reach(labels_grid, ring_gap + ring_width)
+        if settings.ring.exclude_neighbours and n_cells > 1
+        else None
+    )
+    indices = index_cell_regions(labels_grid, cell, n_cells, shared, MIN_RING_PIXELS)
     # the local background is a mean over many pixels: every other grid pixel is plenty
     step = 2 if min(cell.shape) >= 128 else 1
     annulus = background_annulus_labels(

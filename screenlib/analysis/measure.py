@@ -58,18 +58,33 @@ def _grouped(
 
 
 def index_cell_regions(
-    nucleus_labels: np.ndarray, cell_labels: np.ndarray, n_labels: int
+    nucleus_labels: np.ndarray,
+    cell_labels: np.ndarray,
+    n_labels: int,
+    shared: np.ndarray | None = None,
+    min_ring_pixels: int = 1,
 ) -> dict[str, LabelIndex]:
     """Indices of the ``nucleus``, ``ring`` and whole ``cell`` regions from one sort.
 
     ``cell_labels`` are the nuclei grown by their rings (the ring is the cell outside its
     nucleus). Each result equals :func:`index_labels` of that region's label image.
+
+    ``shared`` (boolean, optional) marks pixels within reach of a neighbouring nucleus (see
+    :func:`screenlib.analysis.regions.shared_reach`); they are left out of the ring, except
+    for a cell with fewer than ``min_ring_pixels`` ring pixels outside them, which keeps its
+    whole ring.
     """
     index = index_labels(cell_labels, n_labels)
     in_nucleus = nucleus_labels.ravel()[index.pixels] > 0
+    in_ring = ~in_nucleus
+    if shared is not None:
+        own = in_ring & ~shared.ravel()[index.pixels]
+        n_own = np.bincount(index.object_ids[own], minlength=n_labels + 1)
+        keeps_all = n_own < min_ring_pixels
+        in_ring = own | (in_ring & keeps_all[index.object_ids])
     return {
         "nucleus": subset_index(index, in_nucleus),
-        "ring": subset_index(index, ~in_nucleus),
+        "ring": subset_index(index, in_ring),
         "cell": index,
     }
 

@@ -69,6 +69,28 @@ def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarra
     return np.where(labels == 0, cells, 0).astype(labels.dtype, copy=False)
 
 
+def shared_reach(labels: np.ndarray, reach_px: int) -> np.ndarray:
+    """Pixels within ``reach_px`` (chessboard distance) of two or more different nuclei.
+
+    A ring pixel there may carry a neighbour's membrane as well as its own cell's: touching
+    cells' rings overlap before they are split halfway, and a bright neighbour's membrane
+    would otherwise set a dim cell's upper ring percentile.
+
+    Examples
+    --------
+    >>> nuclei = np.zeros((1, 9), np.int32); nuclei[0, 1] = 1; nuclei[0, 7] = 2
+    >>> shared_reach(nuclei, 3).astype(int).tolist()
+    [[0, 0, 0, 0, 1, 0, 0, 0, 0]]
+    """
+    reach_px = max(1, int(reach_px))
+    size = 2 * reach_px + 1
+    compact = _compact(labels)
+    highest = window_max(compact, size)
+    empty = np.iinfo(compact.dtype).max
+    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    return (highest > 0) & (lowest != highest)
+
+
 def background_annulus_labels(cell_labels: np.ndarray, width_px: int) -> np.ndarray:
     """A local-background annulus around each cell (nucleus plus ring).
 
