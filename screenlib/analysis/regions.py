@@ -69,6 +69,17 @@ def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarra
     return np.where(labels == 0, cells, 0).astype(labels.dtype, copy=False)
 
 
+def _labels_within(labels: np.ndarray, distance_px: int) -> tuple[np.ndarray, ...]:
+    """The labels (compacted), and the highest and lowest nonzero label within
+    ``distance_px`` (chessboard) of each pixel; both are 0 / the dtype's maximum where none."""
+    size = 2 * max(1, int(distance_px)) + 1
+    compact = _compact(labels)
+    highest = window_max(compact, size)
+    empty = np.iinfo(compact.dtype).max
+    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    return compact, highest, lowest
+
+
 def shared_reach(labels: np.ndarray, reach_px: int) -> np.ndarray:
     """Pixels within ``reach_px`` (chessboard distance) of two or more different nuclei.
 
@@ -82,12 +93,7 @@ def shared_reach(labels: np.ndarray, reach_px: int) -> np.ndarray:
     >>> shared_reach(nuclei, 3).astype(int).tolist()
     [[0, 0, 0, 0, 1, 0, 0, 0, 0]]
     """
-    reach_px = max(1, int(reach_px))
-    size = 2 * reach_px + 1
-    compact = _compact(labels)
-    highest = window_max(compact, size)
-    empty = np.iinfo(compact.dtype).max
-    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    _, highest, lowest = _labels_within(labels, reach_px)
     return (highest > 0) & (lowest != highest)
 
 
@@ -98,11 +104,6 @@ def background_annulus_labels(cell_labels: np.ndarray, width_px: int) -> np.ndar
     cell; pixels that two cells could claim are left out, so a neighbour's membrane or nucleus
     never counts as background.
     """
-    width_px = max(1, int(width_px))
-    size = 2 * width_px + 1
-    compact = _compact(cell_labels)
-    highest = window_max(compact, size)
-    empty = np.iinfo(compact.dtype).max
-    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    compact, highest, lowest = _labels_within(cell_labels, width_px)
     annulus = (compact == 0) & (highest > 0) & (highest == lowest)
     return np.where(annulus, highest, 0).astype(cell_labels.dtype, copy=False)
