@@ -69,7 +69,9 @@ def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarra
     return np.where(labels == 0, cells, 0).astype(labels.dtype, copy=False)
 
 
-def _labels_within(labels: np.ndarray, distance_px: int) -> tuple[np.ndarray, ...]:
+def _labels_within(
+    labels: np.ndarray, distance_px: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The labels (compacted), and the highest and lowest nonzero label within
     ``distance_px`` (chessboard) of each pixel; both are 0 / the dtype's maximum where none."""
     size = 2 * max(1, int(distance_px)) + 1
