@@ -168,6 +168,10 @@ def main() -> None:
         f"{accuracy.fraction_bias:+.4f}, worst {accuracy.worst_well} "
         f"({accuracy.worst_well_error:+.3f})"
     )
+    print(
+        f"per-well apoptotic_fraction_mixture: MAE {accuracy.mixture_fraction_mae:.4f}, bias "
+        f"{accuracy.mixture_fraction_bias:+.4f}"
+    )
     print("confusion (rows truth, columns call):")
     print(accuracy.confusion.to_string())
     if args.ceiling:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from screenlib.aggregate.mixture import MIN_VEHICLE_CELLS, MIXTURE_COLUMNS, mixture_fractions
 from screenlib.aggregate.stats import wilson_interval
 from screenlib.errors import InputError
 from screenlib.gating.classify import CELL_CLASSES, DEBRIS
@@ -195,6 +196,9 @@ def aggregate_wells(
                 n > 0, frame[f"n_{column}"] / np.maximum(n, 1), np.nan
             )
 
+    mixture, models = _mixture_table(whole, platemap, gating.annexin_feature)
+    frame = frame.merge(mixture, on=_KEYS, how="left")
+
     intensity_columns = [c for c in cells.columns if _INTENSITY.match(c) or c == "pi_compensated"]
     if intensity_columns:
         means = whole.groupby(_KEYS)[intensity_columns].mean().reset_index()
@@ -236,7 +240,54 @@ def aggregate_wells(
     frame = frame.sort_values(["timepoint", "_row_key", "column"], ignore_index=True).drop(
         columns="_row_key"
     )
-    return frame[_ordered_columns(frame, platemap)]
+    frame = frame[_ordered_columns(frame, platemap)]
+    frame.attrs["annexin_mixture"] = models
+    return frame
+
+
+def _mixture_table(
+    cells: pd.DataFrame, platemap: pd.DataFrame | None, annexin_feature: str
+) -> tuple[pd.DataFrame, dict[int, dict[str, Any]]]:
+    """``MIXTURE_COLUMNS`` per (well, timepoint) and, per timepoint, the fitted model.
+
+    The model needs vehicle wells (plate-map role ``negative_control``) and the Annexin V
+    feature; without them the columns are NaN and the model entry says why.
+    """
+    columns = [*_KEYS, *MIXTURE_COLUMNS]
+    if annexin_feature not in cells.columns or platemap is None or "role" not in platemap:
+        reason = (
+            f"no column {annexin_feature!r} in the per-cell table"
+            if annexin_feature not in cells.columns
+            else "no plate map roles: the vehicle (negative_control) wells are unknown"
+        )
+        models = {int(t): {"unavailable": reason} for t in cells["timepoint"].unique()}
+        return pd.DataFrame(columns=columns), models
+    role_of = dict(zip(platemap["well"].astype(str), platemap["role"].astype(str), strict=False))
+    parts, models = [], {}
+    for timepoint, group in cells.groupby("timepoint"):
+        pi_positive = (
+            group["pi_positive"].to_numpy(dtype=bool)
+            if "pi_positive" in group
+            else np.zeros(len(group), dtype=bool)
+        )
+        table, model = mixture_fractions(
+            group[annexin_feature].to_numpy(dtype=float),
+            pi_positive,
+            group["well"].to_numpy(),
+            (group["well"].map(role_of) == "negative_control").to_numpy(),
+        )
+        parts.append(table.assign(timepoint=int(timepoint)))
+        models[int(timepoint)] = (
+            model.summary()
+            if model is not None
+            else {
+                "unavailable": f"fewer than {MIN_VEHICLE_CELLS} vehicle cells or no Annexin V "
+                "positive population separate from them"
+            }
+        )
+    if not parts:
+        return pd.DataFrame(columns=columns), models
+    return pd.concat(parts, ignore_index=True)[columns], models
 
 
 def _relative_cell_count(frame: pd.DataFrame) -> None:
@@ -303,6 +354,7 @@ def _ordered_columns(frame: pd.DataFrame, platemap: pd.DataFrame | None) -> list
         "apoptotic_fraction",
         "apoptotic_fraction_ci_low",
         "apoptotic_fraction_ci_high",
+        *MIXTURE_COLUMNS,
         "cells_per_field",
         "relative_cell_count",
     ]

@@ -18,6 +18,7 @@ __all__ = ["READOUT_DIRECTIONS", "fit_table", "fit_wells"]
 # which way a known readout moves with an active compound
 READOUT_DIRECTIONS = {
     "apoptotic_fraction": "increasing",
+    "apoptotic_fraction_mixture": "increasing",
     "fraction_early_apoptotic": "increasing",
     "fraction_late_apoptotic": "increasing",
     "fraction_necrotic": "increasing",

@@ -270,6 +270,11 @@ def _finalize(
     if gates is not None:
         wells = aggregate_wells(cells, platemap, fields, settings)
         outputs["wells.csv"] = _write_csv(out_dir / "wells.csv", wells)
+        # how apoptotic_fraction_mixture was found goes next to the gates
+        for timepoint, model in wells.attrs.get("annexin_mixture", {}).items():
+            if timepoint in gates:
+                gates[timepoint].details["fraction_mixture"] = model
+        outputs["gates.json"] = write_json_atomic(out_dir / "gates.json", gates_to_dict(gates))
         qc_table = plate_qc(wells, platemap)
         outputs["plate_qc.csv"] = _write_csv(out_dir / "plate_qc.csv", qc_table)
         fits = fit_wells(wells, settings.fit)

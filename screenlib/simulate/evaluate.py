@@ -31,6 +31,9 @@ class RunAccuracy:
     worst_well: str
     worst_well_error: float
     confusion: pd.DataFrame  # rows: true class, columns: called class (incl. debris)
+    # the same for apoptotic_fraction_mixture (NaN when the run has no such column)
+    mixture_fraction_mae: float = float("nan")
+    mixture_fraction_bias: float = float("nan")
 
 
 def match_truth_cells(truth_labels: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -109,6 +112,11 @@ def evaluate_run(out_dir: str | Path, truth_dir: str | Path) -> RunAccuracy:
     merged = wells.merge(truth_wells, on=["well", "timepoint"], suffixes=("", "_truth"))
     error = merged["apoptotic_fraction"] - merged["apoptotic_fraction_truth"]
     worst = int(error.abs().idxmax())
+    mixture_error = (
+        merged["apoptotic_fraction_mixture"] - merged["apoptotic_fraction_truth"]
+        if "apoptotic_fraction_mixture" in merged
+        else pd.Series(dtype=float)
+    )
     return RunAccuracy(
         n_truth_cells=len(pairs),
         n_matched=len(matched),
@@ -118,6 +126,8 @@ def evaluate_run(out_dir: str | Path, truth_dir: str | Path) -> RunAccuracy:
         worst_well=str(merged.loc[worst, "well"]),
         worst_well_error=float(error.loc[worst]),
         confusion=confusion,
+        mixture_fraction_mae=float(mixture_error.abs().mean()),
+        mixture_fraction_bias=float(mixture_error.mean()),
     )
 
 
