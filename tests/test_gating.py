@@ -140,6 +140,21 @@ def test_mixture_recovers_the_positive_population_and_its_bayes_boundary():
     assert ((values > boundary) == truth).mean() >= best - 0.003
 
 
+def test_mixture_fit_on_a_plate_larger_than_its_subsample():
+    """Plates with more cells than the fit's subsample (20,000) fit the same population.
+
+    The starting share once divided the positive cells of the whole plate by the subsample's
+    size (above 1 on a large plate), and no positive population was found.
+    """
+    rng = np.random.default_rng(8)
+    n_negative, n_positive = 70_000, 30_000
+    values = np.concatenate([rng.normal(0.0, 1.0, n_negative), rng.normal(5.0, 1.2, n_positive)])
+    positive = fit_positive_population(values, estimate_negative(values[:n_negative]))
+    assert positive is not None
+    assert positive.weight == pytest.approx(0.3, abs=0.02)
+    assert positive.center == pytest.approx(5.0, abs=0.1)
+
+
 def test_mixture_gate_counts_the_negatives_heavy_tail():
     """A negative tail heavier than normal (outside the vehicle wells) moves the gate up."""
     rng = np.random.default_rng(6)

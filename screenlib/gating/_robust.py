@@ -155,9 +155,9 @@ def fit_positive_population(
     start = x[x > center + 4.0 * spread]
     if start.size < 20 or x.size < 100:
         return None
+    weight = start.size / x.size  # before subsampling: both counts from the same cells
     if x.size > max_cells:
         x = np.random.default_rng(seed).choice(x, max_cells, replace=False)
-    weight = start.size / x.size
     mean = float(np.median(start))
     sd = max(robust_sd(start), spread)
     log_negative = stats.norm.logpdf(x, center, spread)
