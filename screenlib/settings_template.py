@@ -65,7 +65,8 @@ _EXPLANATIONS: dict[str, str] = {
     "gating.bleedthrough_feature": "Annexin V column whose signal leaks into the PI channel.",
     "gating.min_control_separation": "Warn when positive minus vehicle apoptotic fraction is less.",
     "gating.exclude_border_cells": "Call nuclei touching the field border debris.",
-    "fit.responses": "Per-well read-outs fitted against concentration.",
+    "fit.responses": "Per-well read-outs fitted against concentration (wells.csv columns, e.g. "
+    "apoptotic_fraction_mixture).",
     "fit.binomial_fractions": "Fit apoptotic fractions on cell counts (binomial errors).",
     "fit.n_starts": "Number of starting points of the curve fit.",
     "fit.fix_top": "Fix the upper plateau of the 4PL curve; unset: fitted.",

@@ -33,6 +33,7 @@ CLASS_HEATMAPS = (
 )
 READOUT_LABELS = {
     "apoptotic_fraction": "apoptotic fraction (early + late)",
+    "apoptotic_fraction_mixture": "apoptotic fraction (mixture model)",
     "relative_cell_count": "cell count relative to vehicle",
 }
 ROLE_MARKERS = {"negative_control": "N", "positive_control": "P", "empty": "E"}
@@ -361,7 +362,7 @@ def _dose_response_section(
                 "concentration_molar": pd.to_numeric(points["concentration_molar"]).to_numpy(),
                 "response": pd.to_numeric(points[readout], errors="coerce").to_numpy(),
             }
-            if readout.endswith("fraction"):
+            if "fraction" in readout:
                 panel["ylim"] = (-0.02, 1.02)
             fit_row = _matching_fit(fits, key, readout) if have_fits else None
             if fit_row is not None:
