@@ -182,11 +182,15 @@ def test_wells_table_carries_the_mixture_fractions():
             "sample": "line",
         }
     )
-    wells = aggregate_wells(cells, platemap).set_index("well")
+    later = cells.assign(timepoint=1, annexin_v_ring_p90=cells["annexin"] * 2.0)
+    both = aggregate_wells(pd.concat([cells, later]), platemap)
+    assert sorted(both.attrs["annexin_mixture"]) == [0, 1]  # one model per timepoint
+    medians = [both.attrs["annexin_mixture"][t]["positive_median"] for t in (0, 1)]
+    assert medians[1] == pytest.approx(2 * medians[0], rel=0.05)
+    wells = both[both["timepoint"] == 0].set_index("well")
     for column in MIXTURE_COLUMNS:
         assert column in wells.columns
     assert (wells["apoptotic_fraction_mixture"] - truth).abs().max() < 0.06
-    assert wells.attrs["annexin_mixture"][0]["positive_median"] > 100
     # without plate-map roles the vehicle wells are unknown: NaN, and the reason is kept
     unknown = aggregate_wells(cells, None)
     assert unknown["apoptotic_fraction_mixture"].isna().all()
