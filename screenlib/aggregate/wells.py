@@ -18,6 +18,7 @@ from screenlib.aggregate.mixture import MIN_VEHICLE_CELLS, MIXTURE_COLUMNS, mixt
 from screenlib.aggregate.stats import wilson_interval
 from screenlib.errors import InputError
 from screenlib.gating.classify import CELL_CLASSES, DEBRIS
+from screenlib.gating.gates import _roles
 from screenlib.settings import AssaySettings, GatingSettings
 
 _INTENSITY = re.compile(r"^[a-z0-9_]+_(nucleus|ring|cell)_(mean|p90)$")
@@ -262,7 +263,6 @@ def _mixture_table(
         )
         models = {int(t): {"unavailable": reason} for t in cells["timepoint"].unique()}
         return pd.DataFrame(columns=columns), models
-    role_of = dict(zip(platemap["well"].astype(str), platemap["role"].astype(str), strict=False))
     parts, models = [], {}
     for timepoint, group in cells.groupby("timepoint"):
         pi_positive = (
@@ -274,7 +274,7 @@ def _mixture_table(
             group[annexin_feature].to_numpy(dtype=float),
             pi_positive,
             group["well"].to_numpy(),
-            (group["well"].map(role_of) == "negative_control").to_numpy(),
+            _roles(group, platemap) == "negative_control",
         )
         parts.append(table.assign(timepoint=int(timepoint)))
         models[int(timepoint)] = (

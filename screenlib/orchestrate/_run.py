@@ -258,7 +258,6 @@ def _finalize(
             # keep the measurements: a rerun with manual gates only repeats finalize
             write_atomic(out_dir / "cells.parquet", lambda tmp: cells.to_parquet(tmp, index=False))
             raise
-        outputs["gates.json"] = write_json_atomic(out_dir / "gates.json", gates_to_dict(gates))
         cells = classify_cells(cells, gates, settings.gating)
     else:
         summary.skipped_steps.append("gating (no cells)")
@@ -270,7 +269,8 @@ def _finalize(
     if gates is not None:
         wells = aggregate_wells(cells, platemap, fields, settings)
         outputs["wells.csv"] = _write_csv(out_dir / "wells.csv", wells)
-        # how apoptotic_fraction_mixture was found goes next to the gates
+        # written once the wells are in: how apoptotic_fraction_mixture was found goes next
+        # to the gates
         for timepoint, model in wells.attrs.get("annexin_mixture", {}).items():
             if timepoint in gates:
                 gates[timepoint].details["fraction_mixture"] = model
