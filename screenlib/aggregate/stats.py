@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-MAD_TO_SD = 1.4826
+from screenlib.robust import MAD_TO_SD
 
 
 def wilson_interval(

@@ -14,16 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-MAD_TO_SD = 1.4826  # 1 / Phi^-1(3/4): MAD of a normal population times this is its SD
-
-
-def robust_sd(values: np.ndarray) -> float:
-    """Standard deviation estimated as 1.4826 x median absolute deviation (NaN when empty)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan")
-    return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
+from screenlib.robust import MAD_TO_SD, robust_sd  # noqa: F401 - re-exported
 
 
 def quartile_skewness(values: np.ndarray) -> float:
