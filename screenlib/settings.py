@@ -22,14 +22,16 @@ from screenlib.errors import SettingsError
 class ChannelSettings:
     """Which stain was imaged in which channel of the plate.
 
-    ``name`` matches a channel name in the plate (e.g. ``"w1"`` or ``"Hoechst 33342"``);
-    ``index`` (0-based) is used when names do not match. ``stain`` is the name of a stain
-    plugin (``hoechst``, ``annexin_v``, ``pi`` or one registered by a plugin).
+    ``name`` matches a channel name in the plate (e.g. ``"w1"`` or ``"Hoechst 33342"``); a
+    name that matches no channel is an error. ``index`` (0-based) is used when no name is
+    given, or instead of the name when ``index_wins`` is true. ``stain`` is the name of a
+    stain plugin (``hoechst``, ``annexin_v``, ``pi`` or one registered by a plugin).
     """
 
     stain: str
     index: int | None = None
     name: str | None = None
+    index_wins: bool = False
 
 
 DEFAULT_CHANNELS = (
@@ -270,6 +272,9 @@ def settings_from_dict(
                         stain=_coerce(item["stain"], str, where("channels", "stain")),
                         index=_coerce(item.get("index"), int | None, where("channels", "index")),
                         name=_coerce(item.get("name"), str | None, where("channels", "name")),
+                        index_wins=_coerce(
+                            item.get("index_wins", False), bool, where("channels", "index_wins")
+                        ),
                     )
                 )
             kwargs[key] = tuple(channels)
@@ -309,8 +314,7 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
     for name, value in positive.items():
         if not value > 0:
             raise SettingsError(f"{source}: '{name}' must be positive, got {value}")
-    if not 0 < settings.fit.confidence_level < 1:
-        raise SettingsError(f"{source}: 'fit.confidence_level' must lie between 0 and 1")
+    _check_fit_settings(settings.fit, source)
     if settings.segmentation.min_area_um2 >= settings.segmentation.max_area_um2:
         raise SettingsError(
             f"{source}: 'segmentation.min_area_um2' must be below 'segmentation.max_area_um2'"
@@ -324,6 +328,28 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
             f"{source}: 'gating.method' must be 'robust' or 'mixture', "
             f"got {settings.gating.method!r}"
         )
+
+
+def _check_fit_settings(fit: FitSettings, source: str) -> None:
+    """Raise ``SettingsError`` for fit settings that cannot work (all problems in one line)."""
+    problems = []
+    if not 0 < fit.hill_min < fit.hill_max:
+        problems.append("'fit.hill_min' must be positive and below 'fit.hill_max'")
+    if not 0 < fit.inactive_p_value < 1:
+        problems.append("'fit.inactive_p_value' must lie between 0 and 1")
+    if not 0 < fit.confidence_level < 1:
+        problems.append("'fit.confidence_level' must lie between 0 and 1")
+    if not 0.5 < fit.plateau_fraction < 1:
+        problems.append("'fit.plateau_fraction' must lie between 0.5 and 1")
+    for name in ("outlier_z", "max_interval_decades", "max_plateau_uncertainty", "n_starts"):
+        if not getattr(fit, name) > 0:
+            problems.append(f"'fit.{name}' must be positive")
+    if not fit.extrapolation_decades >= 0:
+        problems.append("'fit.extrapolation_decades' must not be negative")
+    if fit.fix_hill is not None and not fit.fix_hill != 0:
+        problems.append("'fit.fix_hill' must not be 0")
+    if problems:
+        raise SettingsError(f"{source}: " + "; ".join(problems))
 
 
 def load_settings(path: str | Path | None) -> AssaySettings:

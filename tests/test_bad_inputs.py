@@ -699,7 +699,7 @@ EMPTY_WELL = "A04"  # cells never attached: both fields hold no nucleus
 BLANK_FIELD = ("A06", 0)  # all-zero image (shutter closed / camera failure)
 SATURATED_FIELD = ("A08", 0)  # half the field at the camera's maximum
 MISSING_CHUNK_FIELD = ("A10", 0)  # one chunk file of the PI channel deleted
-UNIMAGED_WELLS = ("B05", "A13")  # in the plate map, never imaged (A13: not on a 96-well plate)
+UNIMAGED_WELLS = ("B05", "B06")  # in the plate map, never imaged
 HOSTILE_SAMPLE = "SK-N-SH<img src=x onerror=alert(1)>"
 
 

@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     verbose = any(arg in ("-v", "--verbose") for arg in (argv or sys.argv[1:]))
     try:
         cli.main(args=argv, prog_name="screenlib", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C (SIGINT) into Abort; the local cluster is already closed
+        click.echo(
+            "Interrupted: finished fields are kept; run the same command again to resume.",
+            err=True,
+        )
         sys.exit(130)
     except click.ClickException as error:
         error.show()
@@ -114,9 +118,6 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(EXIT_INPUT_ERROR)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; finished fields are kept and a rerun resumes.", err=True)
-        sys.exit(130)
     except Exception as error:  # noqa: BLE001 - last line of defence for a user's console
         if verbose:
             raise

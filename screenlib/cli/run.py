@@ -42,8 +42,25 @@ from screenlib.settings import load_settings
     type=click.IntRange(min=1),
     help="Local cluster: worker processes (default one per core).",
 )
-@click.option("--force", is_flag=True, help="Recompute every field, ignoring finished ones.")
+@click.option(
+    "--recompute",
+    "--force",
+    "recompute",
+    is_flag=True,
+    help="Analyse every field again, ignoring finished ones (--force is an old name).",
+)
 @click.option("--no-report", is_flag=True, help="Skip report.html (tables and fits only).")
+@click.option(
+    "--write-labels",
+    is_flag=True,
+    help="Write the nucleus labels into a Zarr input plate (default: OUT/labels.zarr; an "
+    "input plate is otherwise only read).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check settings and plate map, print the plan and stop (no field is analysed).",
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -53,8 +70,10 @@ def command(
     settings_path: Path | None,
     scheduler: str | None,
     n_workers: int | None,
-    force: bool,
+    recompute: bool,
     no_report: bool,
+    write_labels: bool,
+    dry_run: bool,
 ) -> None:
     """Analyse PLATE (an OME-Zarr plate or a microscope export folder, ingested on the fly).
 
@@ -63,14 +82,20 @@ def command(
     wells, aggregates wells, computes plate QC, fits dose-response curves and writes a report:
       OUT/cells.parquet  OUT/fields.csv  OUT/wells.csv  OUT/plate_qc.csv  OUT/gates.json
       OUT/fits.csv       OUT/report.html OUT/settings_used.toml  OUT/run.json
-    Finished fields are kept as they finish; rerun the same command to resume. Exit status 3
-    means the run finished but some fields failed (listed in fields.csv, column 'error').
+    Finished fields are kept as they finish; rerun the same command to resume (a field whose
+    images changed is analysed again). A Zarr input plate is only read: labels go to
+    OUT/labels.zarr unless --write-labels. --scheduler sync runs everything in this process.
+    Exit status 3 means the run finished but some fields failed (fields.csv, column 'error').
     """
     from screenlib.cli import EXIT_PARTIAL
-    from screenlib.orchestrate import run_plate
+    from screenlib.orchestrate import plan_run, run_plate
 
     quiet = bool((ctx.obj or {}).get("quiet"))
     settings = load_settings(settings_path)
+    if dry_run:
+        plan, _plate, _manifest = plan_run(plate, platemap, out_dir, settings, not quiet)
+        click.echo(plan.describe())
+        return
     summary = run_plate(
         plate,
         platemap,
@@ -78,9 +103,10 @@ def command(
         settings,
         scheduler=scheduler,
         n_workers=n_workers,
-        force=force,
+        force=recompute,
         progress=not quiet,
         report=not no_report,
+        write_labels=write_labels,
     )
     for failure in summary.failed_fields[:10]:
         click.echo(
@@ -88,8 +114,8 @@ def command(
             f"{failure['error']}",
             err=True,
         )
-    if summary.skipped_steps:
-        click.echo(f"not run (module missing): {', '.join(summary.skipped_steps)}", err=True)
     click.echo(summary.line())
+    if "report.html" in summary.outputs:
+        click.echo(f"report: {summary.outputs['report.html']}")
     if summary.n_fields_failed:
         raise SystemExit(EXIT_PARTIAL)

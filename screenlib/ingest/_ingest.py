@@ -66,6 +66,12 @@ def list_tiffs(source: Path) -> list[str]:
     return sorted(found)
 
 
+def _not_an_image(relpath: str) -> bool:
+    """Previews, and macOS AppleDouble files (``._name.tif``: resource forks that copying
+    to a non-Mac disk leaves beside every image; not images, and never duplicates)."""
+    return is_thumbnail(relpath) or Path(relpath).name.startswith("._")
+
+
 def detect_convention(source: str | Path) -> str:
     """Guess an export's naming convention from its file names and side-car files.
 
@@ -76,7 +82,7 @@ def detect_convention(source: str | Path) -> str:
         ``--pattern``).
     """
     source = Path(source)
-    relpaths = [p for p in list_tiffs(source) if not is_thumbnail(p)]
+    relpaths = [p for p in list_tiffs(source) if not _not_an_image(p)]
     if not relpaths:
         raise InputError(
             f"{source}: no .tif/.tiff images found; point ingest at the folder that holds "
@@ -126,7 +132,7 @@ def scan_export(source: Path, convention: str, pattern: str | None = None) -> Ex
                 "'col', e.g. (?P<well>[A-P]\\d+)_s(?P<field>\\d)_w(?P<channel>\\d)"
             )
     for relpath in relpaths:
-        if is_thumbnail(relpath):
+        if _not_an_image(relpath):
             ignored.append(relpath)
             continue
         try:

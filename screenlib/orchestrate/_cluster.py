@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 
 import dask
 
+from screenlib.errors import InputError
+
 # glibc malloc settings of the local worker processes (benchmarks/bench_dask.py measures them).
 # A field's buffers are tens of MB each. By default glibc maps each one afresh (above its
 # mmap threshold) and Dask's worker default MALLOC_TRIM_THRESHOLD_=65536 hands freed heap back
@@ -89,7 +91,14 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
     quiet_distributed_logs()
     address = scheduler_address(scheduler)
     if address:
-        client = Client(address, timeout="30s")
+        try:
+            client = Client(address, timeout="30s")
+        except (OSError, TimeoutError) as error:
+            raise InputError(
+                f"cannot reach the Dask scheduler at {address} ({type(error).__name__}: "
+                f"{error}); start it (dask scheduler) or fix --scheduler / "
+                "DASK_SCHEDULER_ADDRESS"
+            ) from None
         quiet_distributed_logs()
         try:
             yield client
@@ -149,6 +158,7 @@ def local_cluster(
                 processes=True,
                 dashboard_address=dashboard_address,
                 silence_logs=silence_logs,
+                preload=["screenlib.orchestrate._worker_signals"],
             )
     finally:
         for key, value in saved.items():

@@ -9,7 +9,7 @@ the marker and the returned record, so one bad field never stops a plate.
 from __future__ import annotations
 
 import functools
-import re
+import logging
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,9 +28,10 @@ from screenlib.orchestrate._manifest import (
     write_atomic,
     write_json_atomic,
 )
+from screenlib.platemap import split_well
 from screenlib.settings import AssaySettings
 
-_WELL_PATTERN = re.compile(r"^([A-Z]+)(\d+)$")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,31 +45,30 @@ class FieldJob:
     timepoint: int
     channel_indices: tuple[int, ...]
     stains: tuple[str, ...]
-    pixel_size_um: float
+    pixel_size_um: float | None
     settings: AssaySettings
     flatfield_path: str | None
     parts_dir: str
     analysis_hash: str
     run_token: str
+    fingerprint: str = ""  # of the stored pixels this field's result is computed from
+    labels_path: str = ""  # the plate the label image goes to (default: plate_path)
 
     @property
     def stem(self) -> str:
         return field_stem(self.well, self.field, self.timepoint)
 
-
-def split_well(well: str) -> tuple[str, int]:
-    """``"B03"`` -> ``("B", 3)``."""
-    match = _WELL_PATTERN.match(well)
-    if not match:
-        raise ValueError(f"not a well name: {well!r}")
-    return match.group(1), int(match.group(2))
+    @property
+    def plate_key(self) -> str:
+        """Unique over the plates of a run (task names)."""
+        return f"{self.plate_name}-{self.stem}"
 
 
-@functools.lru_cache(maxsize=2)
-def _open_plate(path: str, run_token: str):  # noqa: ARG001 - the token scopes the cache to a run
+@functools.lru_cache(maxsize=4)
+def _open_plate(path: str, run_token: str, mode: str = "r"):  # noqa: ARG001 - token: one run
     from screenlib.store import open_plate
 
-    return open_plate(path, mode="r+")
+    return open_plate(path, mode=mode)
 
 
 @functools.lru_cache(maxsize=2)
@@ -118,6 +118,7 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
     benchmarks/bench_dask.py).
     """
     from screenlib.analysis import analyze_field
+    from screenlib.analysis.qc import channel_problems
 
     started = time.perf_counter()
     clock = _StepClock(timings)
@@ -130,9 +131,15 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
         "error": "",
     }
     plate = _open_plate(job.plate_path, job.run_token)
+    marker_extra = {
+        "analysis_hash": job.analysis_hash,
+        "marker_version": MARKER_VERSION,
+        "fingerprint": job.fingerprint,
+    }
     try:
         channels = plate.read_field(job.well, job.field, timepoint=job.timepoint)
         channels = _select_channels(channels, job.channel_indices)
+        problems = channel_problems(channels, job.stains)
         clock.lap("read")
         flatfield = None
         if job.flatfield_path is not None:
@@ -150,26 +157,28 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
         labels = np.asarray(result.labels, dtype=np.int32)
         cells = add_identifiers(result.cells, job)
         qc = {key: _json_safe(value) for key, value in dict(result.qc).items()}
+        if problems:  # a blank or NaN marker channel would read as "no positive cells"
+            reasons = [r for r in (qc.get("qc_reason", ""), *problems) if r]
+            qc.update(qc_pass=False, qc_reason="; ".join(reasons))
         clock.lap("identifiers")
     except Exception as error:  # noqa: BLE001 - a data fault is recorded, the plate goes on
-        # the last frame names where it failed without flooding fields.csv with a traceback
+        # the user sees what failed; where in the code is for --verbose and bug reports
         where = traceback.extract_tb(error.__traceback__)[-1]
+        logger.debug("%s failed at %s:%s", job.stem, Path(where.filename).name, where.lineno)
         record.update(
             status="failed",
-            error=f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})",
+            error=f"{type(error).__name__}: {error}",
             n_cells=0,
             qc_pass=False,
             qc_reason=f"analysis failed: {type(error).__name__}: {error}",
         )
         record["analysis_seconds"] = round(time.perf_counter() - started, 3)
-        write_json_atomic(
-            parts_dir / f"{job.stem}.json",
-            {**record, "analysis_hash": job.analysis_hash, "marker_version": MARKER_VERSION},
-        )
+        write_json_atomic(parts_dir / f"{job.stem}.json", {**record, **marker_extra})
         return record
 
     # labels first, then the table, then the marker: the marker is the proof of both
-    plate.write_labels(job.well, job.field, labels, timepoint=job.timepoint)
+    labels_plate = _open_plate(job.labels_path or job.plate_path, job.run_token, "r+")
+    labels_plate.write_labels(job.well, job.field, labels, timepoint=job.timepoint)
     del labels, result
     clock.lap("labels")
     table = pa.Table.from_pandas(cells, preserve_index=False)
@@ -180,12 +189,7 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
     record["analysis_seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(
         parts_dir / f"{job.stem}.json",
-        {
-            **record,
-            "analysis_hash": job.analysis_hash,
-            "marker_version": MARKER_VERSION,
-            "part_bytes": part.stat().st_size,
-        },
+        {**record, **marker_extra, "part_bytes": part.stat().st_size},
     )
     clock.lap("marker")
     return record

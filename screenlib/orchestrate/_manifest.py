@@ -18,7 +18,7 @@ from screenlib.settings import AssaySettings, settings_to_dict
 
 MANIFEST_NAME = "run.json"
 PARTS_DIRNAME = "parts"
-MARKER_VERSION = 1
+MARKER_VERSION = 2  # 2: markers record the pixels' fingerprint
 
 # settings sections that change what the per-field analysis computes; gating and fit only
 # change the finalize phase, so editing them reuses every finished field
@@ -103,14 +103,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def valid_marker(parts_dir: Path, stem: str, expected_hash: str) -> dict[str, Any] | None:
+def valid_marker(
+    parts_dir: Path, stem: str, expected_hash: str, fingerprint: str
+) -> dict[str, Any] | None:
     """The completion marker of a finished field, or None when the field must be (re)done.
 
-    A marker counts only when it names ``expected_hash``, has status ``"done"`` and its
-    Parquet part exists with the recorded size (a failed field is retried on the next run).
+    A marker counts only when it names ``expected_hash`` and the ``fingerprint`` of the
+    pixels the field has now, has status ``"done"`` and its Parquet part exists with the
+    recorded size (a failed field is retried on the next run).
     """
     marker = read_json(parts_dir / f"{stem}.json")
     if not marker or marker.get("analysis_hash") != expected_hash:
+        return None
+    if marker.get("fingerprint") != fingerprint:
         return None
     if marker.get("marker_version") != MARKER_VERSION or marker.get("status") != "done":
         return None

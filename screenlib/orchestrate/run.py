@@ -1,0 +1,666 @@
+"""``run_plate``: plan -> execute -> finalize -> write, resuming what an earlier run finished.
+
+The steps, each in its own module: :mod:`plan` checks settings and plate map and resolves every
+name; :mod:`execute` maps the field task over an executor (synchronous or Dask);
+:mod:`finalize` turns tables into gates, wells, QC and fits; :mod:`outputs` writes them as one
+set. This module holds what ties them to an output folder: which folder is the engine's, the
+plate ingested into it, the flat-field profile, and which finished fields still match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from screenlib import __version__
+from screenlib.errors import InputError
+from screenlib.gating import gates_to_dict
+from screenlib.orchestrate._field_task import FieldJob
+from screenlib.orchestrate._manifest import (
+    MANIFEST_NAME,
+    PARTS_DIRNAME,
+    analysis_code_digest,
+    analysis_hash,
+    field_stem,
+    finalize_hash,
+    read_json,
+    valid_marker,
+    write_atomic,
+    write_json_atomic,
+)
+from screenlib.orchestrate.execute import execute_fields, gather, open_executor
+from screenlib.orchestrate.finalize import Results, finalize
+from screenlib.orchestrate.outputs import OutputSet
+from screenlib.orchestrate.plan import PlatePlan, RunPlan, check_settings, plan_plate
+from screenlib.settings import AssaySettings
+
+logger = logging.getLogger(__name__)
+
+FIELDS_LEADING_COLUMNS = (
+    "well", "field", "timepoint", "status", "error", "n_cells", "qc_pass", "qc_reason",
+)  # fmt: skip
+INGESTED_PLATE = "plate.zarr"
+LABELS_PLATE = "labels.zarr"
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the console line and for scripts."""
+
+    plate: str
+    out_dir: Path
+    n_fields: int
+    n_fields_computed: int = 0
+    n_fields_reused: int = 0
+    n_fields_failed: int = 0
+    n_fields_changed: int = 0
+    n_cells: int = 0
+    n_curves: int | None = None
+    seconds: float = 0.0
+    failed_fields: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dashboard: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of ``screenlib run``."""
+        curves = "n/a" if self.n_curves is None else f"{self.n_curves}"
+        minutes, seconds = divmod(self.seconds, 60)
+        return (
+            f"{self.plate}: {self.n_fields} fields ({self.n_fields_computed} analysed, "
+            f"{self.n_fields_reused} reused, {self.n_fields_failed} failed), "
+            f"{self.n_cells:,} cells, {curves} curves, {int(minutes)}m{seconds:04.1f}s"
+        )
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def claim_out_dir(out_dir: Path, source: Path) -> dict[str, Any] | None:
+    """Create or reuse ``out_dir``; return the previous run's manifest (None: first run).
+
+    A folder is the engine's when it is new, empty, or holds a screenlib ``run.json``; any
+    other folder is refused, since a run rewrites and removes files of its own there.
+    """
+    if out_dir.is_relative_to(source):
+        raise InputError(
+            f"output folder {out_dir} lies inside the input {source}; choose an --out "
+            "outside it (screenlib never writes into the raw data)"
+        )
+    if source.is_relative_to(out_dir):
+        raise InputError(
+            f"the input {source} lies inside the output folder {out_dir}; choose another --out"
+        )
+    previous = read_json(out_dir / MANIFEST_NAME)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"--out {out_dir} is a file; give a folder")
+        others = sorted(p.name for p in out_dir.iterdir())
+        if others and not (previous and "screenlib" in previous):
+            raise InputError(
+                f"output folder {out_dir} already holds files screenlib did not write "
+                f"({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); choose a new "
+                "or empty folder (screenlib never deletes what it did not write)"
+            )
+    try:
+        (out_dir / PARTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create output folder {out_dir}: {error.strerror}") from error
+    return previous
+
+
+def export_fingerprint(source: Path) -> str:
+    """Names, sizes and modification times of every file of an export (a changed, added or
+    removed image changes it)."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(source):
+        dirs.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(folder, name))
+            relative = os.path.relpath(os.path.join(folder, name), source)
+            digest.update(f"{relative}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:20]
+
+
+def _is_zarr_plate(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zattrs").is_file()
+
+
+def open_or_ingest(
+    source: Path, out_dir: Path, previous: dict[str, Any] | None, progress: bool
+) -> tuple[Any, dict[str, Any] | None, list[str]]:
+    """Open a Zarr plate read-only, or ingest an export into ``out_dir/plate.zarr``.
+
+    Returns the plate, the ingest record for ``run.json`` (None for a Zarr input) and notes.
+    The ingested plate is reused while the export's files are unchanged; a changed export is
+    ingested again into a staging folder and swapped in. A ``plate.zarr`` that this folder's
+    runs did not make is never replaced.
+    """
+    from screenlib.store import open_plate
+
+    if not source.exists():
+        raise InputError(f"plate {source} does not exist: give a Zarr plate or an export folder")
+    if _is_zarr_plate(source):
+        return open_plate(source, mode="r"), None, []
+    target = out_dir / INGESTED_PLATE
+    record = (previous or {}).get("ingest") or {}
+    fingerprint = export_fingerprint(source)
+    ours = record.get("plate") == INGESTED_PLATE
+    if target.exists() and not ours:
+        raise InputError(
+            f"{target} exists but was not made by a screenlib run into {out_dir}; move it "
+            "away or choose another --out (screenlib never deletes what it did not write)"
+        )
+    notes = []
+    if target.exists() and record.get("source") == str(source) and (
+        record.get("fingerprint") == fingerprint
+    ):
+        return open_plate(target, mode="r+"), record, notes
+    if target.exists():
+        notes.append(
+            f"the export {source} changed since {target.name} was made from it; ingested again "
+            "(fields whose pixels are unchanged keep their results)"
+        )
+    for leftover in out_dir.glob(f".{INGESTED_PLATE}.*.partial"):  # a killed ingest of ours
+        shutil.rmtree(leftover, ignore_errors=True)
+    from screenlib.ingest import ingest_export
+
+    staging = out_dir / f".{INGESTED_PLATE}.{uuid.uuid4().hex[:12]}.partial"
+    logger.info("ingesting %s into %s", source, target)
+    try:
+        ingest_export(source, staging, progress=progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        retired = out_dir / f".{INGESTED_PLATE}.{uuid.uuid4().hex[:12]}.partial"
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    record = {"plate": INGESTED_PLATE, "source": str(source), "fingerprint": fingerprint}
+    return open_plate(target, mode="r+"), record, notes
+
+
+def labels_plate(plate, out_dir: Path, *, into_input: bool, fresh: bool):
+    """The plate the nucleus labels are written to: the ingested plate (the engine's own),
+    the input plate when asked (``--write-labels``), else ``out_dir/labels.zarr``."""
+    from screenlib.store import PlateLayout, create_plate, open_plate
+
+    if into_input or Path(plate.path).parent == out_dir:
+        target = open_plate(plate.path, mode="r+") if plate.mode == "r" else plate
+    else:
+        path = out_dir / LABELS_PLATE
+        if fresh or not path.exists():
+            layout = PlateLayout(
+                name=plate.name,
+                wells=plate.wells,
+                channel_names=["nuclei"],
+                shape=(plate.shape[0], 1, 1, *plate.shape[3:]),
+                dtype="int32",
+                n_fields=max(len(plate.fields(w)) for w in plate.wells),
+                pixel_size_um=plate.pixel_size_um,
+                geometry=plate.geometry,
+            )
+            create_plate(path, layout, overwrite=path.exists())
+            fresh = True
+        target = open_plate(path, mode="r+")
+    first = plate.wells[0]
+    if fresh or "nuclei" not in target.label_names(first, plate.fields(first)[0]):
+        target.create_labels("nuclei")
+    return target
+
+
+class PlateWithLabels:
+    """A plate whose label images live in another (labels) plate: what the report reads."""
+
+    def __init__(self, plate, labels) -> None:
+        self._plate = plate
+        self._labels = labels
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plate, name)
+
+    def read_labels(self, *args, **kwargs) -> np.ndarray:
+        """Label image of one field, from the labels plate."""
+        return self._labels.read_labels(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- flat field
+
+
+def _sample_fields(field_ids: list[tuple[str, int]], n: int) -> list[tuple[str, int]]:
+    """``n`` fields spread evenly over the plate (deterministic, so reruns agree)."""
+    if len(field_ids) <= n:
+        return list(field_ids)
+    picks = np.linspace(0, len(field_ids) - 1, n).round().astype(int)
+    return [field_ids[i] for i in sorted(set(picks.tolist()))]
+
+
+def _channel_planes(plate_path: str, fields: list[tuple[str, int]], channel: int):
+    """Worker side: one channel of each sampled field, ``(1, Y, X)``, read one at a time."""
+    from screenlib.store import open_plate
+
+    plate = open_plate(plate_path)
+    n_read = 0
+    for well, field_index in fields:
+        try:
+            plane = plate.read_field(well, field_index)[channel][None]
+        except Exception as error:  # noqa: BLE001 - a bad field is left out of the sample
+            logger.warning("flat-field sample: skipping %s/%s: %s", well, field_index, error)
+            continue
+        n_read += 1
+        yield plane
+    if not n_read:
+        raise InputError(f"{plate_path}: none of the {len(fields)} flat-field sample fields reads")
+
+
+def _estimate_channel_flatfield(task: tuple[str, list[tuple[str, int]], int]) -> np.ndarray:
+    """Worker side: the illumination profile of one channel from the sampled fields.
+
+    The estimator reduces each field to a coarse grid as it arrives, so the sample streams
+    through memory one field at a time.
+    """
+    from screenlib.analysis import estimate_flatfield
+
+    plate_path, fields, channel = task
+    profile = estimate_flatfield(_channel_planes(plate_path, fields, channel))
+    return np.asarray(profile, dtype=np.float32).reshape(profile.shape[-2:])
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    # through a file object: np.save would append ".npy" to a temporary name
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def flatfield_profile(
+    executor, plan: PlatePlan, plate, settings: AssaySettings, previous: dict | None
+) -> tuple[Path | None, str]:
+    """The plate's flat-field profile file and its digest (computed once per pixels)."""
+    if not settings.correction.flatfield:
+        return None, ""
+    sample = _sample_fields(plan.field_ids, settings.correction.flatfield_max_fields)
+    key = hashlib.sha256(
+        repr(
+            (
+                plan.channels,
+                settings.correction,
+                [plate.field_fingerprint(w, f) for w, f in sample],
+            )
+        ).encode()
+    ).hexdigest()[:20]
+    path = plan.out_dir / "flatfield.npy"
+    if (previous or {}).get("flatfield_key") != key or not path.exists():
+        tasks = [(str(plan.plate_path), sample, index) for index, _ in plan.channels]
+        profiles = gather(executor, _estimate_channel_flatfield, tasks, f"flatfield-{key[:8]}")
+        profile = np.stack(profiles).astype(np.float32)
+        write_atomic(path, lambda tmp: _save_npy(tmp, profile))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    return path, f"{key}:{digest}"
+
+
+# --------------------------------------------------------------------------- field jobs
+
+
+def field_jobs(
+    plan: PlatePlan,
+    plate,
+    settings: AssaySettings,
+    a_hash: str,
+    *,
+    flatfield_path: Path | None,
+    labels_path: str,
+    recompute: bool,
+    run_token: str,
+) -> tuple[list[FieldJob], dict[str, dict[str, Any]], list[str]]:
+    """The fields still to analyse, the finished ones to reuse, and those whose pixels changed
+    since they were analysed."""
+    parts_dir = plan.out_dir / PARTS_DIRNAME
+    todo: list[FieldJob] = []
+    reused: dict[str, dict[str, Any]] = {}
+    changed: list[str] = []
+    for well, field_index in plan.field_ids:
+        for timepoint in range(plan.n_timepoints):
+            stem = field_stem(well, field_index, timepoint)
+            fingerprint = plate.field_fingerprint(well, field_index, timepoint)
+            marker = None if recompute else valid_marker(parts_dir, stem, a_hash, fingerprint)
+            if marker is not None:
+                reused[stem] = marker
+                continue
+            old = read_json(parts_dir / f"{stem}.json")
+            if old and old.get("analysis_hash") == a_hash and old.get("fingerprint") not in (
+                None,
+                fingerprint,
+            ):
+                changed.append(stem)
+            todo.append(
+                FieldJob(
+                    plate_path=str(plan.plate_path),
+                    plate_name=plan.name,
+                    well=well,
+                    field=field_index,
+                    timepoint=timepoint,
+                    channel_indices=tuple(i for i, _ in plan.channels),
+                    stains=tuple(s for _, s in plan.channels),
+                    pixel_size_um=plan.pixel_size_um,
+                    settings=settings,
+                    flatfield_path=str(flatfield_path) if flatfield_path else None,
+                    parts_dir=str(parts_dir),
+                    analysis_hash=a_hash,
+                    run_token=run_token,
+                    fingerprint=fingerprint,
+                    labels_path=labels_path,
+                )
+            )
+    return todo, reused, changed
+
+
+def fields_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per field in plate order, with a fixed column order."""
+    fields = pd.DataFrame(records)
+    drop = ["analysis_hash", "marker_version", "part_bytes", "fingerprint"]
+    fields = fields.drop(columns=drop, errors="ignore")
+    # fresh and reused records list their keys in different orders: fix one order
+    leading = [c for c in FIELDS_LEADING_COLUMNS if c in fields.columns]
+    middle = sorted(set(fields.columns) - set(leading) - {"analysis_seconds"})
+    fields = fields.reindex(columns=leading + middle + ["analysis_seconds"])
+    fields = fields.sort_values(["well", "field", "timepoint"], kind="stable")
+    return fields.reset_index(drop=True)
+
+
+def concatenate_parts(parts_dir: Path, stems: list[str]) -> pd.DataFrame:
+    """All finished fields' cell tables in plate order (well, field, timepoint, label)."""
+    tables = [pq.read_table(parts_dir / f"{stem}.parquet") for stem in stems]
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    if not tables:
+        return pd.DataFrame()
+    cells = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    order = [c for c in ("well", "field", "timepoint", "label") if c in cells]
+    return cells.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _load_platemap(platemap) -> tuple[pd.DataFrame, str]:
+    from screenlib.platemap import read_platemap
+
+    if isinstance(platemap, pd.DataFrame):
+        return platemap, "the plate map"
+    return read_platemap(platemap), str(platemap)
+
+
+def _analysis_context(plan: PlatePlan, plate, flatfield_key: str) -> dict[str, Any]:
+    """Run facts that change a field's analysis (channel names only through the resolved
+    indices: renaming a channel in the settings does not discard finished fields)."""
+    return {
+        "channels": [[index, stain] for index, stain in plan.channels],
+        "pixel_size_um": plan.pixel_size_um,
+        "field_shape": list(plate.shape),
+        "dtype": str(plate.dtype),
+        "flatfield": flatfield_key,
+        "screenlib": __version__,
+        "analysis_code": analysis_code_digest(),
+    }
+
+
+def plan_run(
+    plate: str | Path,
+    platemap: str | Path | pd.DataFrame,
+    out_dir: str | Path,
+    settings: AssaySettings | None = None,
+    progress: bool = True,
+) -> tuple[RunPlan, Any, dict[str, Any]]:
+    """Check everything and resolve every name of a one-plate run, before any field is read.
+
+    Returns the plan, the opened plate and the ``run.json`` manifest to write.
+    """
+    settings = settings or AssaySettings()
+    check_settings(settings)
+    out_dir = Path(out_dir).resolve()  # absolute: workers may run in other folders
+    source = Path(getattr(plate, "path", plate)).resolve()
+    platemap_table, platemap_source = _load_platemap(platemap)
+    previous = claim_out_dir(out_dir, source)
+    plate_obj, ingest, notes = open_or_ingest(source, out_dir, previous, progress)
+    plan_notes = list(notes)
+    plate_plan = plan_plate(
+        plate_obj,
+        source=source,
+        ingested=ingest is not None,
+        platemap=platemap_table,
+        platemap_source=platemap_source,
+        settings=settings,
+        out_dir=out_dir,
+        notes=plan_notes,
+    )
+    plan = RunPlan(plates=[plate_plan], settings=settings, out_dir=out_dir, notes=plan_notes)
+    manifest = {
+        "screenlib": __version__,
+        "plate": str(plate_obj.path),
+        "ingest": ingest,
+        "finalize_hash": finalize_hash(settings),
+        "status": "planned",
+        "previous": previous,
+    }
+    return plan, plate_obj, manifest
+
+
+def run_plate(
+    plate: str | Path,
+    platemap: str | Path | pd.DataFrame,
+    out_dir: str | Path,
+    settings: AssaySettings | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    *,
+    fields_per_task: int = 1,
+    client=None,
+    report: bool = True,
+    write_labels: bool = False,
+) -> RunSummary:
+    """Analyse a plate end to end, resuming whatever an earlier run in ``out_dir`` finished.
+
+    Parameters
+    ----------
+    plate
+        An OME-Zarr plate (read only), or a microscope export folder (ingested to
+        ``out_dir/plate.zarr``, again whenever the export's files change).
+    platemap
+        Plate-map file (or the table ``read_platemap`` returns).
+    out_dir
+        Output folder (new, empty, or one of an earlier run): ``cells.parquet``,
+        ``fields.csv``, ``wells.csv``, ``plate_qc.csv``, ``gates.json``, ``fits.csv``,
+        ``report.html``, ``settings_used.toml``, ``outputs.json`` (the set), ``run.json``
+        and ``parts/`` (one Parquet part and completion marker per field).
+    settings
+        Assay settings (defaults when None).
+    scheduler
+        ``"sync"`` (this process, no Dask), ``"tcp://host:port"`` of a running Dask
+        scheduler, or None: ``DASK_SCHEDULER_ADDRESS`` or a local cluster.
+    n_workers
+        Local cluster size (default one worker process per core).
+    force
+        Recompute every field even when a finished, matching part exists.
+    progress
+        Show a progress bar (fields done / total, rate, ETA).
+    fields_per_task
+        Fields analysed per Dask task (1: one task per field; see benchmarks/bench_dask.py).
+    client
+        An existing ``distributed.Client`` to use instead of ``scheduler``.
+    report
+        Write ``report.html`` (False skips it, e.g. when re-gating in a loop).
+    write_labels
+        Write the nucleus labels into a Zarr input plate (default: ``out_dir/labels.zarr``).
+
+    Returns
+    -------
+    RunSummary
+    """
+    started = time.perf_counter()
+    started_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    plan, plate_obj, manifest = plan_run(plate, platemap, out_dir, settings, progress)
+    previous = manifest.pop("previous") or {}
+    settings, plate_plan = plan.settings, plan.plates[0]
+    out_dir = plan.out_dir
+    for note in plan.notes:
+        logger.warning("%s", note)
+    summary = RunSummary(plate=plate_plan.name, out_dir=out_dir, n_fields=plate_plan.n_fields)
+    run_token = uuid.uuid4().hex
+    manifest_path = out_dir / MANIFEST_NAME
+    write_json_atomic(manifest_path, {**previous, **manifest, "status": "preparing"})
+    with open_executor(scheduler, n_workers, client) as executor:
+        summary.dashboard = executor.dashboard
+        if summary.dashboard and progress:
+            logger.info("Dask dashboard: %s", summary.dashboard)
+        flatfield_path, flatfield_key = flatfield_profile(
+            executor, plate_plan, plate_obj, settings, previous
+        )
+        a_hash = analysis_hash(settings, _analysis_context(plate_plan, plate_obj, flatfield_key))
+        stale = force or previous.get("analysis_hash") != a_hash
+        if previous.get("analysis_hash") not in (None, a_hash) and not force:
+            plan.notes.append(
+                "settings, analysis code or the flat-field profile changed since the last run "
+                "in this folder: every field is analysed again"
+            )
+        labels = labels_plate(plate_obj, out_dir, into_input=write_labels, fresh=stale)
+        todo, reused, changed = field_jobs(
+            plate_plan,
+            plate_obj,
+            settings,
+            a_hash,
+            flatfield_path=flatfield_path,
+            labels_path=str(Path(labels.path).resolve()),
+            recompute=force,
+            run_token=run_token,
+        )
+        if changed:
+            plan.notes.append(
+                f"{len(changed)} field(s) changed since they were analysed and were analysed "
+                f"again: {', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}"
+            )
+            logger.warning("%s", plan.notes[-1])
+        manifest.update(
+            analysis_hash=a_hash,
+            flatfield_key=flatfield_key.split(":")[0],
+            status="computing",
+            n_fields=plate_plan.n_fields,
+            n_fields_reused=len(reused),
+            n_fields_todo=len(todo),
+        )
+        write_json_atomic(manifest_path, manifest)
+        records = execute_fields(
+            executor, todo, fields_per_task=fields_per_task, progress=progress,
+            run_token=run_token,
+        )  # fmt: skip
+    _remove_other_parts(out_dir / PARTS_DIRNAME, plate_plan)
+    fields = fields_table([*reused.values(), *records])
+    done = fields.loc[fields["status"] == "done"]
+    stems = [field_stem(*key) for key in done[["well", "field", "timepoint"]].to_numpy()]
+    cells = concatenate_parts(out_dir / PARTS_DIRNAME, stems)
+    failed = fields[fields["status"] != "done"]
+    summary.n_fields_computed, summary.n_fields_reused = len(records), len(reused)
+    summary.n_fields_failed, summary.n_fields_changed = len(failed), len(changed)
+    summary.failed_fields = failed[["well", "field", "timepoint", "error"]].to_dict("records")
+    if len(cells) == 0:
+        raise InputError(
+            f"no cell was found in any of the {summary.n_fields} fields of plate "
+            f"{plate_plan.name} ({summary.n_fields_failed} failed; first error: "
+            f"{failed['error'].iloc[0] if len(failed) else 'none'}): check that the settings' "
+            "[[channels]] map the nuclear stain to the right channel and that the images are "
+            "not blank"
+        )
+    from screenlib.plugins import load_stains
+
+    results = finalize(cells, fields, plate_plan.platemap, settings, load_stains())
+    plan.notes.extend(results.notes)
+    summary.n_cells = results.n_cells_analysed
+    summary.n_curves = None if results.fits is None else len(results.fits)
+    summary.notes = list(plan.notes)
+    run_info = {
+        "started": started_at,
+        "image analysis time": f"{time.perf_counter() - started:.1f} s "
+        f"({summary.n_fields_computed} fields analysed, {summary.n_fields_reused} reused)",
+        "plate": str(plate_obj.path),
+        "analysis_hash": a_hash,
+        "n_fields": summary.n_fields,
+        "n_fields_failed": summary.n_fields_failed,
+        "n_cells": summary.n_cells,
+    }
+    shown = PlateWithLabels(plate_obj, labels)
+    summary.outputs = write_results(results, plan, shown, run_info, report=report)
+    summary.seconds = time.perf_counter() - started
+    manifest.update(
+        status="finished",
+        n_fields_computed=summary.n_fields_computed,
+        n_fields_failed=summary.n_fields_failed,
+        n_cells=summary.n_cells,
+        notes=plan.notes,
+        seconds=round(summary.seconds, 2),
+    )
+    write_json_atomic(manifest_path, manifest)
+    return summary
+
+
+def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
+    """Parts of fields the plate no longer has, and temporary files of killed writers."""
+    wanted = {
+        field_stem(w, f, t) for w, f in plan.field_ids for t in range(plan.n_timepoints)
+    }
+    for path in parts_dir.iterdir():
+        stem = path.name.split(".")[0]
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+        elif path.suffix in (".json", ".parquet") and stem not in wanted:
+            path.unlink(missing_ok=True)
+
+
+def write_results(
+    results: Results, plan: RunPlan, plate, run_info: dict[str, Any], *, report: bool = True
+) -> dict[str, Path]:
+    """Every output of the run, written as one set (see :mod:`outputs`)."""
+    from screenlib.report import write_report
+    from screenlib.settings_template import settings_to_toml
+
+    out_dir = plan.out_dir
+    with OutputSet(out_dir) as outputs:
+        outputs.csv("fields.csv", results.fields)
+        outputs.parquet("cells.parquet", results.cells)
+        outputs.csv("wells.csv", results.wells)
+        outputs.json("gates.json", gates_to_dict(results.gates))
+        outputs.csv("plate_qc.csv", results.plate_qc)
+        outputs.csv("fits.csv", results.fits)
+        outputs.text("settings_used.toml", settings_to_toml(plan.settings))
+        if report:
+            outputs.write(
+                "report.html",
+                lambda _path: write_report(
+                    outputs.staging,
+                    plate=plate,
+                    cells=results.cells,
+                    fields=results.fields,
+                    wells=results.wells,
+                    plate_qc=results.plate_qc,
+                    gates=results.gates,
+                    fits=results.fits,
+                    settings=plan.settings,
+                    run_info={**run_info, "notes": plan.notes},
+                ),
+            )
+        return outputs.commit({"plate": run_info.get("plate"), "notes": plan.notes})
