@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from conftest import EXPORT_WELLS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -147,53 +148,10 @@ def image_file(export: Path, well: str, field: int, channel: int) -> Path:
 
 # ----------------------------------------------------------------------------- fixtures
 
-EXPORT_WELLS = ["A01", "A02"]
-
-
-@pytest.fixture(scope="session")
-def export_template(tmp_path_factory) -> Path:
-    """A tiny ImageXpress export by the simulator: 2 wells x 2 fields x 3 channels, 48 x 48."""
-    from screenlib.simulate import example_plate_design, simulate_plate
-
-    design = example_plate_design(
-        fields_per_well=2, field_shape=(48, 48), cells_per_field=6
-    ).restricted_to(EXPORT_WELLS)
-    folder = tmp_path_factory.mktemp("export_template")
-    simulated = simulate_plate(design, folder / "sim", "imagexpress", progress=False)
-    return Path(simulated.images)
-
-
-@pytest.fixture
-def export(export_template, tmp_path) -> Path:
-    """A private copy of the tiny export, to damage."""
-    target = tmp_path / "export"
-    shutil.copytree(export_template, target)
-    return target
-
-
 GOOD_PLATEMAP = """well,sample,compound,concentration,role
 A01,SK-N-SH,DMSO,0 nM,vehicle
 A02,SK-N-SH,milademetan,100 nM,sample
 """
-
-
-@pytest.fixture(scope="session")
-def tiny_zarr_template(tmp_path_factory) -> Path:
-    """A tiny 2-well OME-Zarr plate (random pixels) for errors found before any analysis."""
-    folder = tmp_path_factory.mktemp("tiny_zarr")
-    layout = PlateLayout(
-        name="TINY",
-        wells=EXPORT_WELLS,
-        channel_names=["DAPI", "FITC", "Texas Red"],
-        shape=(1, 3, 1, 32, 32),
-        n_fields=1,
-        pixel_size_um=1.3,
-    )
-    plate = create_plate(folder / "tiny.zarr", layout)
-    rng = np.random.default_rng(8)
-    for well in EXPORT_WELLS:
-        plate.write_field(well, 0, rng.integers(100, 4000, (3, 32, 32), dtype=np.uint16))
-    return folder / "tiny.zarr"
 
 
 @pytest.fixture(scope="session")
@@ -215,13 +173,6 @@ def cells_zarr(tmp_path_factory) -> Path:
         rendered = render_field(np.random.default_rng([9, number]), shape=(96, 96), n_cells=15)
         plate.write_field(well, 0, rendered.channels)
     return folder / "cells.zarr"
-
-
-@pytest.fixture
-def tiny_zarr(tiny_zarr_template, tmp_path) -> Path:
-    target = tmp_path / "tiny.zarr"
-    shutil.copytree(tiny_zarr_template, target)
-    return target
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -22,19 +22,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from test_bad_inputs import (  # noqa: F401 - fixtures are used by name
-    EXPORT_WELLS,
+from conftest import EXPORT_WELLS
+from test_bad_inputs import (
     GOOD_PLATEMAP,
     assert_input_error,
     assert_no_crash,
     checksums,
-    export,
-    export_template,
     image_file,
     inputs_unchanged,
     screenlib,
-    tiny_zarr,
-    tiny_zarr_template,
     write_text,
 )
 
@@ -126,12 +122,12 @@ def _replace_image(export: Path, well: str, field: int, channel: int) -> None:
     tifffile.imwrite(path, np.ascontiguousarray(np.flip(pixels, axis=1)))
 
 
-def test_changed_export_is_ingested_again_and_its_field_recomputed(
-    export, tmp_path, settings_file
-):
+def test_changed_export_is_ingested_again_and_its_field_recomputed(export, tmp_path, settings_file):
     # without a flat-field profile (estimated from every field of so small a plate, so one
     # changed image changes it and with it every field's analysis)
-    settings = write_text(tmp_path / "flat.toml", MANUAL_GATES + "[correction]\nflatfield = false\n")
+    settings = write_text(
+        tmp_path / "flat.toml", MANUAL_GATES + "[correction]\nflatfield = false\n"
+    )
     first = run(export, tmp_path / "out", settings)
     assert first.returncode == 0, first
     _replace_image(export, "A02", 1, 0)  # a re-acquired field
@@ -246,14 +242,16 @@ stain = "pi"
 index = 2
 """,
     )
-    assert run(cells_plate, tmp_path / "out", settings, GOOD_PLATEMAP, "--no-report").returncode == 0
+    assert (
+        run(cells_plate, tmp_path / "out", settings, GOOD_PLATEMAP, "--no-report").returncode == 0
+    )
 
 
 # ----------------------------------------------------------------------------- 6. formulas
 
 
 def test_formula_like_names_are_neutralised_in_csv(cells_plate, tmp_path, settings_file):
-    hostile = "=HYPERLINK(\"http://x\",\"y\")"
+    hostile = '=HYPERLINK("http://x","y")'
     text = GOOD_PLATEMAP.replace("SK-N-SH", f'"{hostile.replace(chr(34), chr(34) * 2)}"')
     result = run(cells_plate, tmp_path / "out", settings_file, text, "--no-report")
     assert result.returncode == 0, result

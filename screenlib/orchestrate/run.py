@@ -165,8 +165,10 @@ def open_or_ingest(
             "away or choose another --out (screenlib never deletes what it did not write)"
         )
     notes = []
-    if target.exists() and record.get("source") == str(source) and (
-        record.get("fingerprint") == fingerprint
+    if (
+        target.exists()
+        and record.get("source") == str(source)
+        and (record.get("fingerprint") == fingerprint)
     ):
         return open_plate(target, mode="r+"), record, notes
     if target.exists():
@@ -343,9 +345,14 @@ def field_jobs(
                 reused[stem] = marker
                 continue
             old = read_json(parts_dir / f"{stem}.json")
-            if old and old.get("analysis_hash") == a_hash and old.get("fingerprint") not in (
-                None,
-                fingerprint,
+            if (
+                old
+                and old.get("analysis_hash") == a_hash
+                and old.get("fingerprint")
+                not in (
+                    None,
+                    fingerprint,
+                )
             ):
                 changed.append(stem)
             todo.append(
@@ -620,9 +627,7 @@ def run_plate(
 
 def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
     """Parts of fields the plate no longer has, and temporary files of killed writers."""
-    wanted = {
-        field_stem(w, f, t) for w, f in plan.field_ids for t in range(plan.n_timepoints)
-    }
+    wanted = {field_stem(w, f, t) for w, f in plan.field_ids for t in range(plan.n_timepoints)}
     for path in parts_dir.iterdir():
         stem = path.name.split(".")[0]
         if path.name.startswith(".") and path.name.endswith(".tmp"):
