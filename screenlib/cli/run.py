@@ -1,4 +1,4 @@
-"""``screenlib run``: the whole protocol on one plate, on a local or an existing Dask cluster."""
+"""``screenlib run``: the whole protocol on one plate or an experiment of several plates."""
 
 from __future__ import annotations
 
@@ -10,20 +10,27 @@ from screenlib.settings import load_settings
 
 
 @click.command("run")
-@click.argument("plate", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("plates", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--platemap",
-    "platemap",
-    required=True,
+    "platemaps",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Plate-map CSV: well, role, sample, compound, concentration.",
+    help="Plate map (CSV, .xlsx or plate-layout grids; see docs/platemaps.md). Several "
+    "plates: one map each, one map for all, or one map with a 'plate' column.",
+)
+@click.option(
+    "--experiment",
+    "experiment_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Experiment file: a CSV listing plate,platemap[,name] per plate (instead of PLATES).",
 )
 @click.option(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder; a rerun into the same folder resumes where the last one stopped.",
+    type=click.Path(path_type=Path),
+    help="Output folder (new, empty or an earlier run's); a rerun resumes where it stopped.",
 )
 @click.option(
     "--settings",
@@ -34,7 +41,8 @@ from screenlib.settings import load_settings
 @click.option(
     "--scheduler",
     envvar="DASK_SCHEDULER_ADDRESS",
-    help="Address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster.",
+    help="tcp://HOST:PORT of a running Dask scheduler, or 'sync' to run in this process; "
+    "default: a local cluster.",
 )
 @click.option(
     "--workers",
@@ -64,8 +72,9 @@ from screenlib.settings import load_settings
 @click.pass_context
 def command(
     ctx: click.Context,
-    plate: Path,
-    platemap: Path,
+    plates: tuple[Path, ...],
+    platemaps: tuple[Path, ...],
+    experiment_file: Path | None,
     out_dir: Path,
     settings_path: Path | None,
     scheduler: str | None,
@@ -75,47 +84,90 @@ def command(
     write_labels: bool,
     dry_run: bool,
 ) -> None:
-    """Analyse PLATE (an OME-Zarr plate or a microscope export folder, ingested on the fly).
+    """Analyse PLATES (OME-Zarr plates or microscope export folders, ingested on the fly).
 
     \b
     Segments nuclei in every field, measures Annexin V and PI per cell, gates from the vehicle
     wells, aggregates wells, computes plate QC, fits dose-response curves and writes a report:
       OUT/cells.parquet  OUT/fields.csv  OUT/wells.csv  OUT/plate_qc.csv  OUT/gates.json
-      OUT/fits.csv       OUT/report.html OUT/settings_used.toml  OUT/run.json
+      OUT/fits.csv       OUT/report.html OUT/settings_used.toml  OUT/outputs.json  OUT/run.json
+    Several plates: each gets OUT/plates/NAME/ (gated on its own vehicle wells), and OUT holds
+    wells.csv and fits.csv of all plates, the pooled fits (plate 'pooled'), experiment.csv
+    (between-plate pIC50 mean ± SD) and a summary report.html.
     Finished fields are kept as they finish; rerun the same command to resume (a field whose
     images changed is analysed again). A Zarr input plate is only read: labels go to
     OUT/labels.zarr unless --write-labels. --scheduler sync runs everything in this process.
     Exit status 3 means the run finished but some fields failed (fields.csv, column 'error').
     """
     from screenlib.cli import EXIT_PARTIAL
-    from screenlib.orchestrate import plan_run, run_plate
 
     quiet = bool((ctx.obj or {}).get("quiet"))
     settings = load_settings(settings_path)
+    if experiment_file is not None or len(plates) > 1:
+        summary = _run_experiment(
+            plates, platemaps, experiment_file, out_dir, settings, scheduler, n_workers,
+            recompute, quiet, no_report,
+        )  # fmt: skip
+    else:
+        if not plates or len(platemaps) != 1:
+            raise click.UsageError(
+                "give one PLATE and one --platemap, several plates, or --experiment FILE"
+            )
+        summary = _run_one(
+            plates[0], platemaps[0], out_dir, settings, scheduler, n_workers, recompute,
+            quiet, no_report, write_labels, dry_run,
+        )  # fmt: skip
+        if summary is None:
+            return
+    click.echo(summary.line())
+    if "report.html" in summary.outputs:
+        click.echo(f"report: {summary.outputs['report.html']}")
+    if summary.n_fields_failed:
+        raise SystemExit(EXIT_PARTIAL)
+
+
+def _run_one(
+    plate, platemap, out_dir, settings, scheduler, n_workers, recompute, quiet, no_report,
+    write_labels, dry_run,
+):  # fmt: skip
+    from screenlib.orchestrate import plan_run, run_plate
+
     if dry_run:
         plan, _plate, _manifest = plan_run(plate, platemap, out_dir, settings, not quiet)
         click.echo(plan.describe())
-        return
+        return None
     summary = run_plate(
-        plate,
-        platemap,
-        out_dir,
-        settings,
-        scheduler=scheduler,
-        n_workers=n_workers,
-        force=recompute,
-        progress=not quiet,
-        report=not no_report,
-        write_labels=write_labels,
-    )
+        plate, platemap, out_dir, settings, scheduler=scheduler, n_workers=n_workers,
+        force=recompute, progress=not quiet, report=not no_report, write_labels=write_labels,
+    )  # fmt: skip
     for failure in summary.failed_fields[:10]:
         click.echo(
             f"field failed: {failure['well']} f{failure['field']} t{failure['timepoint']}: "
             f"{failure['error']}",
             err=True,
         )
-    click.echo(summary.line())
-    if "report.html" in summary.outputs:
-        click.echo(f"report: {summary.outputs['report.html']}")
-    if summary.n_fields_failed:
-        raise SystemExit(EXIT_PARTIAL)
+    return summary
+
+
+def _run_experiment(
+    plates, platemaps, experiment_file, out_dir, settings, scheduler, n_workers, recompute,
+    quiet, no_report,
+):  # fmt: skip
+    from screenlib.orchestrate.experiment import (
+        experiment_plates,
+        read_experiment_file,
+        run_experiment,
+    )
+
+    if experiment_file is not None:
+        if plates or platemaps:
+            raise click.UsageError("give either --experiment FILE or PLATES with --platemap")
+        members = read_experiment_file(experiment_file)
+    else:
+        if not platemaps:
+            raise click.UsageError("several plates need --platemap (one, or one per plate)")
+        members = experiment_plates(list(plates), list(platemaps))
+    return run_experiment(
+        members, out_dir, settings, scheduler=scheduler, n_workers=n_workers, force=recompute,
+        progress=not quiet, report=not no_report,
+    )  # fmt: skip

@@ -21,9 +21,13 @@ PARTS_DIRNAME = "parts"
 MARKER_VERSION = 2  # 2: markers record the pixels' fingerprint
 
 # settings sections that change what the per-field analysis computes; gating and fit only
-# change the finalize phase, so editing them reuses every finished field
-ANALYSIS_SECTIONS = ("channels", "pixel_size_um", "correction", "segmentation", "ring", "qc")
-FINALIZE_SECTIONS = ("gating", "fit")
+# change the finalize phase, so editing them reuses every finished field. Channels and the
+# pixel size enter through the run's context as resolved (channel index, stain) pairs and
+# the size in use, so naming a channel, or writing down the size the plate records, is not
+# a change; nor are the QC keys that finalize applies.
+ANALYSIS_SECTIONS = ("correction", "segmentation", "ring", "qc")
+FINALIZE_ONLY_KEYS = {"qc": ("min_relative_focus", "exclude_failed_fields")}
+FINALIZE_SECTIONS = ("gating", "fit", "qc")
 
 
 def _digest(payload: Any) -> str:
@@ -43,7 +47,13 @@ def analysis_hash(settings: AssaySettings, context: dict[str, Any]) -> str:
         size, plate identity and field shape, screenlib version).
     """
     data = settings_to_dict(settings)
-    return _digest({"settings": {k: data.get(k) for k in ANALYSIS_SECTIONS}, "context": context})
+    sections = {}
+    for name in ANALYSIS_SECTIONS:
+        section = dict(data.get(name) or {})
+        for key in FINALIZE_ONLY_KEYS.get(name, ()):
+            section.pop(key, None)
+        sections[name] = section
+    return _digest({"settings": sections, "context": context})
 
 
 def analysis_code_digest() -> str:

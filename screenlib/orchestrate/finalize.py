@@ -16,6 +16,7 @@ import pandas as pd
 
 from screenlib.aggregate import aggregate_wells, flag_relative_focus, plate_qc
 from screenlib.doseresponse import fit_wells
+from screenlib.doseresponse.replicates import replicate_fits, replicate_spread
 from screenlib.gating import classify_cells, learn_gates
 from screenlib.settings import AssaySettings
 
@@ -36,6 +37,7 @@ class Results:
     plate_qc: pd.DataFrame | None = None
     gates: dict[int, Any] | None = None
     fits: pd.DataFrame | None = None
+    replicates: pd.DataFrame | None = None  # per-replicate pIC50 spread (map's replicate column)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,6 +125,14 @@ def finalize(
             gates[timepoint].details["fraction_mixture"] = model
     qc_table = plate_qc(wells, platemap)
     fits = fit_wells(wells, settings.fit)
+    replicates = None
+    if "replicate" in wells and wells["replicate"].astype("string").str.strip().nunique() > 1:
+        per_replicate = replicate_fits(wells, settings.fit, by="replicate")
+        replicates = replicate_spread(per_replicate, by="replicate")
+        notes.append(
+            "the plate map has a 'replicate' column: fits.csv pools the replicates; "
+            "replicates.csv gives each replicate's pIC50 and their spread"
+        )
     return Results(
         cells=classified,
         fields=fields,
@@ -130,5 +140,6 @@ def finalize(
         plate_qc=qc_table,
         gates=gates,
         fits=fits,
+        replicates=replicates,
         notes=notes,
     )

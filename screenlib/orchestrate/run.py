@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -89,21 +90,23 @@ class RunSummary:
 # --------------------------------------------------------------------------- output folder
 
 
-def claim_out_dir(out_dir: Path, source: Path) -> dict[str, Any] | None:
+def claim_out_dir(out_dir: Path, sources: list[Path], *, parts: bool = True) -> dict | None:
     """Create or reuse ``out_dir``; return the previous run's manifest (None: first run).
 
     A folder is the engine's when it is new, empty, or holds a screenlib ``run.json``; any
     other folder is refused, since a run rewrites and removes files of its own there.
     """
-    if out_dir.is_relative_to(source):
-        raise InputError(
-            f"output folder {out_dir} lies inside the input {source}; choose an --out "
-            "outside it (screenlib never writes into the raw data)"
-        )
-    if source.is_relative_to(out_dir):
-        raise InputError(
-            f"the input {source} lies inside the output folder {out_dir}; choose another --out"
-        )
+    for source in sources:
+        if out_dir.is_relative_to(source):
+            raise InputError(
+                f"output folder {out_dir} lies inside the input {source}; choose an --out "
+                "outside it (screenlib never writes into the raw data)"
+            )
+        if source.is_relative_to(out_dir):
+            raise InputError(
+                f"the input {source} lies inside the output folder {out_dir}; choose another "
+                "--out"
+            )
     previous = read_json(out_dir / MANIFEST_NAME)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -116,7 +119,11 @@ def claim_out_dir(out_dir: Path, source: Path) -> dict[str, Any] | None:
                 "or empty folder (screenlib never deletes what it did not write)"
             )
     try:
-        (out_dir / PARTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if parts:
+            (out_dir / PARTS_DIRNAME).mkdir(exist_ok=True)
+        if previous is None:  # the folder is the engine's from now on
+            write_json_atomic(out_dir / MANIFEST_NAME, {"screenlib": __version__})
     except OSError as error:
         raise InputError(f"cannot create output folder {out_dir}: {error.strerror}") from error
     return previous
@@ -442,7 +449,7 @@ def plan_run(
     out_dir = Path(out_dir).resolve()  # absolute: workers may run in other folders
     source = Path(getattr(plate, "path", plate)).resolve()
     platemap_table, platemap_source = _load_platemap(platemap)
-    previous = claim_out_dir(out_dir, source)
+    previous = claim_out_dir(out_dir, [source])
     plate_obj, ingest, notes = open_or_ingest(source, out_dir, previous, progress)
     plan_notes = list(notes)
     plate_plan = plan_plate(
@@ -481,6 +488,7 @@ def run_plate(
     client=None,
     report: bool = True,
     write_labels: bool = False,
+    executor=None,
 ) -> RunSummary:
     """Analyse a plate end to end, resuming whatever an earlier run in ``out_dir`` finished.
 
@@ -515,6 +523,9 @@ def run_plate(
         Write ``report.html`` (False skips it, e.g. when re-gating in a loop).
     write_labels
         Write the nucleus labels into a Zarr input plate (default: ``out_dir/labels.zarr``).
+    executor
+        An open executor (:func:`open_executor`) to use instead of opening one (several
+        plates of an experiment share one cluster).
 
     Returns
     -------
@@ -532,7 +543,8 @@ def run_plate(
     run_token = uuid.uuid4().hex
     manifest_path = out_dir / MANIFEST_NAME
     write_json_atomic(manifest_path, {**previous, **manifest, "status": "preparing"})
-    with open_executor(scheduler, n_workers, client) as executor:
+    opened = nullcontext(executor) if executor else open_executor(scheduler, n_workers, client)
+    with opened as executor:
         summary.dashboard = executor.dashboard
         if summary.dashboard and progress:
             logger.info("Dask dashboard: %s", summary.dashboard)
@@ -651,6 +663,8 @@ def write_results(
         outputs.json("gates.json", gates_to_dict(results.gates))
         outputs.csv("plate_qc.csv", results.plate_qc)
         outputs.csv("fits.csv", results.fits)
+        if results.replicates is not None:
+            outputs.csv("replicates.csv", results.replicates)
         outputs.text("settings_used.toml", settings_to_toml(plan.settings))
         if report:
             outputs.write(
