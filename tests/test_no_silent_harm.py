@@ -349,9 +349,16 @@ def test_appledouble_files_are_not_duplicates(export, tmp_path, settings_file):
     assert result.returncode == 0, result
 
 
-def test_platemap_well_outside_the_plate_is_an_error(cells_plate, tmp_path, settings_file):
+def test_platemap_well_outside_the_plate_is_left_out_and_said(
+    cells_plate, tmp_path, settings_file
+):
     text = GOOD_PLATEMAP + "AA01,SK-N-SH,milademetan,10 nM,sample\n"
-    assert_input_error(run(cells_plate, tmp_path / "out", settings_file, text), "AA01", "96-well")
+    result = run(cells_plate, tmp_path / "out", settings_file, text, "--no-report")
+    assert result.returncode == 0, result
+    notes = " ".join(json.loads((tmp_path / "out" / "run.json").read_text())["notes"])
+    assert "AA01" in notes and "96-well" in notes, notes
+    wells = pd.read_csv(tmp_path / "out" / "wells.csv")
+    assert "AA01" not in set(wells["well"])  # the plate stays a 96-well plate for its QC
 
 
 def test_sample_names_differing_in_case_are_an_error(cells_plate, tmp_path, settings_file):

@@ -175,9 +175,9 @@ def test_init_on_an_export_writes_a_loadable_template(tmp_path):
     # a second init does not overwrite the user's edits unless told to
     again = _init(str(export), "--out", "assay.toml", cwd=tmp_path)
     assert again.returncode == 2
-    assert "already exists" in again.stderr and "--force" in again.stderr
+    assert "already exists" in again.stderr and "--overwrite" in again.stderr
     assert "Traceback" not in again.stderr
-    forced = _init(str(export), "--out", "assay.toml", "--force", cwd=tmp_path)
+    forced = _init(str(export), "--out", "assay.toml", "--overwrite", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
 
 

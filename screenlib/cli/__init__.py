@@ -87,9 +87,27 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move ``-q`` / ``-v`` given after the subcommand in front of it, where click reads them.
+
+    Examples
+    --------
+    >>> hoist_global_flags(["run", "plate", "-q"])
+    ['-q', 'run', 'plate']
+    """
+    if "--" in argv:  # everything after -- is an argument, as given
+        cut = argv.index("--")
+        return hoist_global_flags(argv[:cut]) + argv[cut:]
+    return [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning input errors into one clear line."""
-    verbose = any(arg in ("-v", "--verbose") for arg in (argv or sys.argv[1:]))
+    argv = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    verbose = any(arg in ("-v", "--verbose") for arg in argv)
     try:
         cli.main(args=argv, prog_name="screenlib", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -42,16 +42,18 @@ def detect_channel_names(source: Path, pattern: str | None = None) -> tuple[list
     help="Where to write the settings template.",
 )
 @click.option("--pattern", default=None, help="Regex for non-standard file names (as in ingest).")
-@click.option("--force", is_flag=True, help="Overwrite an existing settings file.")
-def command(source: Path, out_path: Path, pattern: str | None, force: bool) -> None:
+@click.option(
+    "--overwrite", "--force", "overwrite", is_flag=True, help="Replace an existing settings file."
+)
+def command(source: Path, out_path: Path, pattern: str | None, overwrite: bool) -> None:
     """Write a commented assay-settings template for SOURCE (an export folder or a .zarr plate).
 
     The channels found in SOURCE are mapped to stains by their names (Hoechst/DAPI ->
     hoechst, FITC/Annexin/488 -> annexin_v, PI/Texas Red/561 -> pi); check them, then pass
     the file to `screenlib run --settings`.
     """
-    if out_path.exists() and not force:
-        raise InputError(f"{out_path} already exists; choose another --out or pass --force")
+    if out_path.exists() and not overwrite:
+        raise InputError(f"{out_path} already exists; choose another --out or pass --overwrite")
     names, origin = detect_channel_names(source, pattern)
     stains = [guess_stain(name) for name in names]
     text = settings_template(names, stains)

@@ -51,11 +51,7 @@ from screenlib.settings import load_settings
     help="Local cluster: worker processes (default one per core).",
 )
 @click.option(
-    "--recompute",
-    "--force",
-    "recompute",
-    is_flag=True,
-    help="Analyse every field again, ignoring finished ones (--force is an old name).",
+    "--recompute", is_flag=True, help="Analyse every field again, ignoring finished ones."
 )
 @click.option("--no-report", is_flag=True, help="Skip report.html (tables and fits only).")
 @click.option(

@@ -187,16 +187,24 @@ def check_gates_can_be_learned(
 
 def _check_platemap_against_plate(
     platemap: pd.DataFrame, wells: list[str], geometry, source: str, notes: list[str]
-) -> None:
-    """Say what differs between the plate map and the imaged wells; stop where it must."""
+) -> pd.DataFrame:
+    """Say what differs between the plate map and the imaged wells; stop where it must.
+
+    Returns the plate map without wells that lie outside the imaged plate (a map of a whole
+    384-well plate of which one 96-well quarter was imaged, or a typo such as ``AA01``):
+    they have no images, and kept they would turn the plate QC's geometry into another
+    plate's.
+    """
     if geometry is not None:
-        outside = [w for w in platemap["well"] if not geometry.contains(w)]
-        if outside:
-            raise InputError(
-                f"{source}: well(s) {', '.join(outside[:6])} lie outside the imaged "
-                f"{geometry.n_wells}-well plate (rows A..{geometry.row_names[-1]}, columns "
-                f"1..{geometry.n_columns}); fix or remove those rows"
+        outside = platemap["well"].map(lambda w: not geometry.contains(w))
+        if outside.any():
+            names = list(platemap.loc[outside, "well"])
+            notes.append(
+                f"{len(names)} well(s) of the plate map {source} lie outside the imaged "
+                f"{geometry.n_wells}-well plate and were left out: {', '.join(names[:8])}"
+                f"{' ...' if len(names) > 8 else ''}"
             )
+            platemap = platemap.loc[~outside].reset_index(drop=True)
     mapped = set(platemap["well"])
     imaged = set(wells)
     not_mapped = sorted(imaged - mapped)
@@ -218,6 +226,7 @@ def _check_platemap_against_plate(
             f"the plate (wells {', '.join(sorted(imaged)[:4])} ...); is it the map of another "
             "plate?"
         )
+    return platemap
 
 
 def _check_platemap_values(platemap: pd.DataFrame, source: str, notes: list[str]) -> None:
@@ -267,7 +276,7 @@ def plan_plate(
     if not field_ids:
         raise InputError(f"plate {plate.path} has no fields to analyse")
     wells = list(plate.wells)
-    _check_platemap_against_plate(
+    platemap = _check_platemap_against_plate(
         platemap, wells, getattr(plate, "geometry", None), platemap_source, notes
     )
     _check_platemap_values(platemap, platemap_source, notes)

@@ -841,7 +841,7 @@ def create_plate(
     """
     path = Path(path)
     if path.exists() and not overwrite and any(path.iterdir()):
-        raise InputError(f"{path} already exists; choose another path or pass overwrite")
+        raise InputError(f"{path} already exists; choose another path or pass --overwrite")
     compression = dict(DEFAULT_COMPRESSION, **(compression or {}))
     geometry = layout.geometry
     assert geometry is not None
