@@ -113,6 +113,33 @@ def test_foreign_plate_in_an_engine_folder_is_not_replaced(
     assert_input_error(result, "plate.zarr", "not made by")
 
 
+def test_another_input_into_a_results_folder_needs_overwrite(
+    cells_plate, tiny_zarr, tmp_path, settings_file
+):
+    out = tmp_path / "out"
+    assert run(cells_plate, out, settings_file, GOOD_PLATEMAP, "--no-report").returncode == 0
+    before = checksums(out / "wells.csv", out / "fits.csv")
+    result = run(tiny_zarr, out, settings_file, GOOD_PLATEMAP, "--no-report")
+    assert_input_error(result, "results of another input", "--overwrite")
+    assert checksums(out / "wells.csv", out / "fits.csv") == before
+    moved = tmp_path / "moved.zarr"
+    shutil.copytree(cells_plate, moved)  # the same plate, moved: its fields are reused
+    again = run(moved, out, settings_file, GOOD_PLATEMAP, "--no-report", "--overwrite")
+    assert again.returncode == 0, again
+    assert json.loads((out / "run.json").read_text())["n_fields_todo"] == 0
+
+
+def test_second_run_into_a_busy_folder_stops(cells_plate, tmp_path, settings_file):
+    import fcntl
+
+    out = tmp_path / "out"
+    assert run(cells_plate, out, settings_file, GOOD_PLATEMAP, "--no-report").returncode == 0
+    with open(out / ".screenlib.lock", "a+") as held:  # a run going on in another terminal
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run(cells_plate, out, settings_file, GOOD_PLATEMAP, "--no-report")
+    assert_input_error(result, "another screenlib run", str(out))
+
+
 # ----------------------------------------------------------------------------- 2. stale results
 
 

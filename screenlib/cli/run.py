@@ -53,6 +53,11 @@ from screenlib.settings import load_settings
 @click.option(
     "--recompute", is_flag=True, help="Analyse every field again, ignoring finished ones."
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Let this run replace the results of another input in OUT (refused otherwise).",
+)
 @click.option("--no-report", is_flag=True, help="Skip report.html (tables and fits only).")
 @click.option(
     "--write-labels",
@@ -76,6 +81,7 @@ def command(
     scheduler: str | None,
     n_workers: int | None,
     recompute: bool,
+    overwrite: bool,
     no_report: bool,
     write_labels: bool,
     dry_run: bool,
@@ -111,7 +117,7 @@ def command(
             )
         summary = _run_one(
             plates[0], platemaps[0], out_dir, settings, scheduler, n_workers, recompute,
-            quiet, no_report, write_labels, dry_run,
+            quiet, no_report, write_labels, dry_run, overwrite,
         )  # fmt: skip
         if summary is None:
             return
@@ -124,17 +130,20 @@ def command(
 
 def _run_one(
     plate, platemap, out_dir, settings, scheduler, n_workers, recompute, quiet, no_report,
-    write_labels, dry_run,
+    write_labels, dry_run, overwrite,
 ):  # fmt: skip
     from screenlib.orchestrate import plan_run, run_plate
 
     if dry_run:
-        plan, _plate, _manifest = plan_run(plate, platemap, out_dir, settings, not quiet)
+        plan, _plate, _manifest = plan_run(
+            plate, platemap, out_dir, settings, not quiet, overwrite
+        )
         click.echo(plan.describe())
         return None
     summary = run_plate(
         plate, platemap, out_dir, settings, scheduler=scheduler, n_workers=n_workers,
         force=recompute, progress=not quiet, report=not no_report, write_labels=write_labels,
+        overwrite=overwrite,
     )  # fmt: skip
     for failure in summary.failed_fields[:10]:
         click.echo(

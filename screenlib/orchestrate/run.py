@@ -15,7 +15,8 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ FIELDS_LEADING_COLUMNS = (
 )  # fmt: skip
 INGESTED_PLATE = "plate.zarr"
 LABELS_PLATE = "labels.zarr"
+LOCK_NAME = ".screenlib.lock"
 
 
 @dataclass
@@ -104,8 +106,7 @@ def claim_out_dir(out_dir: Path, sources: list[Path], *, parts: bool = True) -> 
             )
         if source.is_relative_to(out_dir):
             raise InputError(
-                f"the input {source} lies inside the output folder {out_dir}; choose another "
-                "--out"
+                f"the input {source} lies inside the output folder {out_dir}; choose another --out"
             )
     previous = read_json(out_dir / MANIFEST_NAME)
     if out_dir.exists():
@@ -439,10 +440,12 @@ def plan_run(
     out_dir: str | Path,
     settings: AssaySettings | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[RunPlan, Any, dict[str, Any]]:
     """Check everything and resolve every name of a one-plate run, before any field is read.
 
-    Returns the plan, the opened plate and the ``run.json`` manifest to write.
+    ``overwrite`` lets a run replace the results of another plate in ``out_dir``. Returns
+    the plan, the opened plate and the ``run.json`` manifest to write.
     """
     settings = settings or AssaySettings()
     check_settings(settings)
@@ -450,6 +453,12 @@ def plan_run(
     source = Path(getattr(plate, "path", plate)).resolve()
     platemap_table, platemap_source = _load_platemap(platemap)
     previous = claim_out_dir(out_dir, [source])
+    earlier = (previous or {}).get("source")
+    if earlier and earlier != str(source) and not overwrite:
+        raise InputError(
+            f"{out_dir} holds the results of another input ({earlier}); choose another --out, "
+            "or pass --overwrite to replace them (fields whose pixels are unchanged are kept)"
+        )
     plate_obj, ingest, notes = open_or_ingest(source, out_dir, previous, progress)
     plan_notes = list(notes)
     plate_plan = plan_plate(
@@ -465,6 +474,7 @@ def plan_run(
     plan = RunPlan(plates=[plate_plan], settings=settings, out_dir=out_dir, notes=plan_notes)
     manifest = {
         "screenlib": __version__,
+        "source": str(source),
         "plate": str(plate_obj.path),
         "ingest": ingest,
         "finalize_hash": finalize_hash(settings),
@@ -489,6 +499,7 @@ def run_plate(
     report: bool = True,
     write_labels: bool = False,
     executor=None,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Analyse a plate end to end, resuming whatever an earlier run in ``out_dir`` finished.
 
@@ -526,103 +537,67 @@ def run_plate(
     executor
         An open executor (:func:`open_executor`) to use instead of opening one (several
         plates of an experiment share one cluster).
+    overwrite
+        Replace the results of another input in ``out_dir`` (refused otherwise).
 
     Returns
     -------
     RunSummary
     """
+    plan, plate_obj, manifest = plan_run(plate, platemap, out_dir, settings, progress, overwrite)
+    with output_lock(plan.out_dir):
+        return _run_planned(
+            plan, plate_obj, manifest, scheduler, n_workers, client, executor, force, progress,
+            fields_per_task, report, write_labels,
+        )  # fmt: skip
+
+
+@dataclass
+class _Computed:
+    """What the compute step leaves for finalize."""
+
+    records: list[dict[str, Any]]
+    reused: dict[str, dict[str, Any]]
+    changed: list[str]
+    analysis_hash: str
+    labels: Any
+
+
+def _run_planned(
+    plan: RunPlan, plate_obj, manifest, scheduler, n_workers, client, executor, force,
+    progress, fields_per_task, report, write_labels,
+) -> RunSummary:  # fmt: skip
+    """The rest of :func:`run_plate`, once planned, under the folder's lock."""
     started = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
-    plan, plate_obj, manifest = plan_run(plate, platemap, out_dir, settings, progress)
     previous = manifest.pop("previous") or {}
-    settings, plate_plan = plan.settings, plan.plates[0]
-    out_dir = plan.out_dir
+    plate_plan = plan.plates[0]
     for note in plan.notes:
         logger.warning("%s", note)
-    summary = RunSummary(plate=plate_plan.name, out_dir=out_dir, n_fields=plate_plan.n_fields)
-    run_token = uuid.uuid4().hex
-    manifest_path = out_dir / MANIFEST_NAME
-    write_json_atomic(manifest_path, {**previous, **manifest, "status": "preparing"})
+    summary = RunSummary(plate=plate_plan.name, out_dir=plan.out_dir, n_fields=plate_plan.n_fields)
+    write_json_atomic(plan.out_dir / MANIFEST_NAME, {**previous, **manifest, "status": "preparing"})
     opened = nullcontext(executor) if executor else open_executor(scheduler, n_workers, client)
     with opened as executor:
         summary.dashboard = executor.dashboard
         if summary.dashboard and progress:
             logger.info("Dask dashboard: %s", summary.dashboard)
-        flatfield_path, flatfield_key = flatfield_profile(
-            executor, plate_plan, plate_obj, settings, previous
-        )
-        a_hash = analysis_hash(settings, _analysis_context(plate_plan, plate_obj, flatfield_key))
-        stale = force or previous.get("analysis_hash") != a_hash
-        if previous.get("analysis_hash") not in (None, a_hash) and not force:
-            plan.notes.append(
-                "settings, analysis code or the flat-field profile changed since the last run "
-                "in this folder: every field is analysed again"
-            )
-        labels = labels_plate(plate_obj, out_dir, into_input=write_labels, fresh=stale)
-        todo, reused, changed = field_jobs(
-            plate_plan,
-            plate_obj,
-            settings,
-            a_hash,
-            flatfield_path=flatfield_path,
-            labels_path=str(Path(labels.path).resolve()),
-            recompute=force,
-            run_token=run_token,
-        )
-        if changed:
-            plan.notes.append(
-                f"{len(changed)} field(s) changed since they were analysed and were analysed "
-                f"again: {', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}"
-            )
-            logger.warning("%s", plan.notes[-1])
-        manifest.update(
-            analysis_hash=a_hash,
-            flatfield_key=flatfield_key.split(":")[0],
-            status="computing",
-            n_fields=plate_plan.n_fields,
-            n_fields_reused=len(reused),
-            n_fields_todo=len(todo),
-        )
-        write_json_atomic(manifest_path, manifest)
-        records = execute_fields(
-            executor, todo, fields_per_task=fields_per_task, progress=progress,
-            run_token=run_token,
+        computed = _compute(
+            plan, plate_obj, manifest, previous, executor,
+            force=force, progress=progress, fields_per_task=fields_per_task,
+            write_labels=write_labels,
         )  # fmt: skip
-    _remove_other_parts(out_dir / PARTS_DIRNAME, plate_plan)
-    fields = fields_table([*reused.values(), *records])
-    done = fields.loc[fields["status"] == "done"]
-    stems = [field_stem(*key) for key in done[["well", "field", "timepoint"]].to_numpy()]
-    cells = concatenate_parts(out_dir / PARTS_DIRNAME, stems)
-    failed = fields[fields["status"] != "done"]
-    summary.n_fields_computed, summary.n_fields_reused = len(records), len(reused)
-    summary.n_fields_failed, summary.n_fields_changed = len(failed), len(changed)
-    summary.failed_fields = failed[["well", "field", "timepoint", "error"]].to_dict("records")
-    if len(cells) == 0:
-        raise InputError(
-            f"no cell was found in any of the {summary.n_fields} fields of plate "
-            f"{plate_plan.name} ({summary.n_fields_failed} failed; first error: "
-            f"{failed['error'].iloc[0] if len(failed) else 'none'}): check that the settings' "
-            "[[channels]] map the nuclear stain to the right channel and that the images are "
-            "not blank"
-        )
-    from screenlib.plugins import load_stains
-
-    results = finalize(cells, fields, plate_plan.platemap, settings, load_stains())
-    plan.notes.extend(results.notes)
-    summary.n_cells = results.n_cells_analysed
-    summary.n_curves = None if results.fits is None else len(results.fits)
-    summary.notes = list(plan.notes)
+    results = _finalize_tables(plan, computed, summary)
     run_info = {
         "started": started_at,
         "image analysis time": f"{time.perf_counter() - started:.1f} s "
         f"({summary.n_fields_computed} fields analysed, {summary.n_fields_reused} reused)",
         "plate": str(plate_obj.path),
-        "analysis_hash": a_hash,
+        "analysis_hash": computed.analysis_hash,
         "n_fields": summary.n_fields,
         "n_fields_failed": summary.n_fields_failed,
         "n_cells": summary.n_cells,
     }
-    shown = PlateWithLabels(plate_obj, labels)
+    shown = PlateWithLabels(plate_obj, computed.labels)
     summary.outputs = write_results(results, plan, shown, run_info, report=report)
     summary.seconds = time.perf_counter() - started
     manifest.update(
@@ -633,8 +608,111 @@ def run_plate(
         notes=plan.notes,
         seconds=round(summary.seconds, 2),
     )
-    write_json_atomic(manifest_path, manifest)
+    write_json_atomic(plan.out_dir / MANIFEST_NAME, manifest)
     return summary
+
+
+def _compute(
+    plan: RunPlan, plate_obj, manifest, previous, executor, *, force, progress,
+    fields_per_task, write_labels,
+) -> _Computed:  # fmt: skip
+    """Flat field, resume decisions and the field tasks of the run's plate."""
+    settings, plate_plan = plan.settings, plan.plates[0]
+    run_token = uuid.uuid4().hex
+    flatfield_path, flatfield_key = flatfield_profile(
+        executor, plate_plan, plate_obj, settings, previous
+    )
+    a_hash = analysis_hash(settings, _analysis_context(plate_plan, plate_obj, flatfield_key))
+    stale = force or previous.get("analysis_hash") != a_hash
+    if previous.get("analysis_hash") not in (None, a_hash) and not force:
+        plan.notes.append(
+            "settings, analysis code or the flat-field profile changed since the last run "
+            "in this folder: every field is analysed again"
+        )
+    labels = labels_plate(plate_obj, plan.out_dir, into_input=write_labels, fresh=stale)
+    todo, reused, changed = field_jobs(
+        plate_plan,
+        plate_obj,
+        settings,
+        a_hash,
+        flatfield_path=flatfield_path,
+        labels_path=str(Path(labels.path).resolve()),
+        recompute=force,
+        run_token=run_token,
+    )
+    if changed:
+        plan.notes.append(
+            f"{len(changed)} field(s) changed since they were analysed and were analysed "
+            f"again: {', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}"
+        )
+        logger.warning("%s", plan.notes[-1])
+    manifest.update(
+        analysis_hash=a_hash,
+        flatfield_key=flatfield_key.split(":")[0],
+        status="computing",
+        n_fields=plate_plan.n_fields,
+        n_fields_reused=len(reused),
+        n_fields_todo=len(todo),
+    )
+    write_json_atomic(plan.out_dir / MANIFEST_NAME, manifest)
+    records = execute_fields(
+        executor, todo, fields_per_task=fields_per_task, progress=progress, run_token=run_token
+    )
+    return _Computed(records, reused, changed, a_hash, labels)
+
+
+def _finalize_tables(plan: RunPlan, computed: _Computed, summary: RunSummary) -> Results:
+    """Collect the finished fields' tables and finalize them; fill the summary's counts."""
+    from screenlib.plugins import load_stains
+
+    plate_plan, parts_dir = plan.plates[0], plan.out_dir / PARTS_DIRNAME
+    _remove_other_parts(parts_dir, plate_plan)
+    fields = fields_table([*computed.reused.values(), *computed.records])
+    done = fields.loc[fields["status"] == "done"]
+    stems = [field_stem(*key) for key in done[["well", "field", "timepoint"]].to_numpy()]
+    cells = concatenate_parts(parts_dir, stems)
+    failed = fields[fields["status"] != "done"]
+    summary.n_fields_computed = len(computed.records)
+    summary.n_fields_reused = len(computed.reused)
+    summary.n_fields_failed, summary.n_fields_changed = len(failed), len(computed.changed)
+    summary.failed_fields = failed[["well", "field", "timepoint", "error"]].to_dict("records")
+    if len(cells) == 0:
+        raise InputError(
+            f"no cell was found in any of the {summary.n_fields} fields of plate "
+            f"{plate_plan.name} ({summary.n_fields_failed} failed; first error: "
+            f"{failed['error'].iloc[0] if len(failed) else 'none'}): check that the settings' "
+            "[[channels]] map the nuclear stain to the right channel and that the images are "
+            "not blank"
+        )
+    results = finalize(cells, fields, plate_plan.platemap, plan.settings, load_stains())
+    plan.notes.extend(results.notes)
+    summary.n_cells = results.n_cells_analysed
+    summary.n_curves = None if results.fits is None else len(results.fits)
+    summary.notes = list(plan.notes)
+    return results
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock for a run: a second run into the same folder (another
+    terminal, a double click) stops at once instead of mixing its files with this one's."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks to take
+        yield
+        return
+    with open(out_dir / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"another screenlib run is writing into {out_dir}; wait for it to finish or "
+                "choose another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
