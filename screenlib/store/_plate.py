@@ -512,6 +512,20 @@ class Plate:
             chunks.write(index, plane)
 
     # --- labels ---------------------------------------------------------------------------
+    def set_display_windows(self, windows: Sequence[tuple[float, float]]) -> None:
+        """Set each channel's display window (``omero`` ``start``/``end``) in every field,
+        so napari and other viewers open the channels with a useful contrast."""
+        self._check_writable()
+        for well in self._wells:
+            for field_index in self.fields(well):
+                path = self.path / self._field_path(well, field_index)
+                meta = _read_node_json(self.path, self._field_path(well, field_index), "group")
+                attributes = meta.get("attributes", {})
+                channels = attributes.get("ome", {}).get("omero", {}).get("channels", [])
+                for channel, (start, end) in zip(channels, windows, strict=False):
+                    channel["window"] = {**channel.get("window", {}), "start": start, "end": end}
+                _write_group(path, attributes)
+
     def create_labels(self, name: str = "nuclei", *, workers: int = 8) -> None:
         """Create an empty int32 ``(t, z=1, y, x)`` label image under every field's
         ``labels/<name>`` with its ``image-label`` metadata (prepare phase, one process)."""

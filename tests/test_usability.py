@@ -1,0 +1,61 @@
+"""A screening scientist's second week: settings changes that keep finished fields, one flag
+vocabulary, global options anywhere, display windows from the pixels, the report's path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from test_bad_inputs import GOOD_PLATEMAP, assert_input_error, screenlib, write_text
+
+from screenlib.cli import hoist_global_flags
+from screenlib.store import open_plate
+
+
+def test_global_flags_are_accepted_after_the_subcommand(export, tmp_path):
+    result = screenlib("ingest", export, tmp_path / "p.zarr", "-q")
+    assert result.returncode == 0, result
+    assert "ingest:" not in result.stderr  # quiet: no progress bar
+    assert hoist_global_flags(["run", "x", "--", "-q"]) == ["run", "x", "--", "-q"]
+
+
+def test_overwrite_is_named_with_its_dashes(export, tmp_path):
+    assert screenlib("-q", "ingest", export, tmp_path / "p.zarr").returncode == 0
+    again = screenlib("-q", "ingest", export, tmp_path / "p.zarr")
+    assert_input_error(again, "--overwrite")
+
+
+def test_ingest_sets_display_windows_from_the_pixels(export, tmp_path):
+    assert screenlib("-q", "ingest", export, tmp_path / "p.zarr").returncode == 0
+    plate = open_plate(tmp_path / "p.zarr")
+    meta = json.loads((tmp_path / "p.zarr" / "A" / "1" / "0" / "zarr.json").read_text())
+    windows = [c["window"] for c in meta["attributes"]["ome"]["omero"]["channels"]]
+    for channel, window in enumerate(windows):
+        pixels = np.concatenate([plate.read_field(w, 0)[channel].ravel() for w in plate.wells])
+        assert window["start"] <= np.percentile(pixels, 1) < np.percentile(pixels, 99)
+        assert np.percentile(pixels, 99) <= window["end"] < 4095  # not the fixed 0..4095
+
+
+def test_init_template_keeps_every_finished_field(export, tmp_path):
+    """Switching from no settings to the unedited `screenlib init` template re-analysed every
+    field: the hash held display-only names. Now only what changes a field counts."""
+    gates = "\n[gating]\nannexin_gate = 200.0\npi_gate = 200.0\nbleedthrough_annexin_to_pi = 0.0\n"
+    platemap = write_text(tmp_path / "map.csv", GOOD_PLATEMAP)
+    manual = write_text(tmp_path / "manual.toml", gates)
+    out = tmp_path / "out"
+    first = screenlib("-q", "run", export, "--platemap", platemap, "--out", out,
+                      "--settings", manual, "--scheduler", "sync")  # fmt: skip
+    assert first.returncode == 0, first
+    assert "report:" in first.stdout and str(out / "report.html") in first.stdout
+    template = tmp_path / "assay.toml"
+    assert screenlib("-q", "init", export, "--out", template).returncode == 0
+    text = template.read_text(encoding="utf-8")
+    # the template's gating table, with the same manual gates
+    text = text.replace("[gating]\n", gates.strip() + "\n", 1)
+    edited = write_text(tmp_path / "edited.toml", text)
+    second = screenlib("-q", "run", export, "--platemap", platemap, "--out", out,
+                       "--settings", edited, "--scheduler", "sync")  # fmt: skip
+    assert second.returncode == 0, second
+    manifest = json.loads((Path(out) / "run.json").read_text())
+    assert manifest["n_fields_todo"] == 0 and manifest["n_fields_reused"] == 4
