@@ -69,8 +69,9 @@ def test_run_writes_every_output_and_a_one_line_summary(example_run):
         "settings_used.toml",
     ):
         assert (out / name).stat().st_size > 0, name
-    summary = result.stdout.strip().splitlines()[-1]
+    summary, report_line = result.stdout.strip().splitlines()[-2:]
     assert summary.startswith("MilademetanNB: 192 fields") and "cells" in summary
+    assert report_line == f"report: {out.resolve() / 'report.html'}"  # where to click
     assert "Traceback" not in result.stderr
     cells = pd.read_parquet(out / "cells.parquet")
     assert cells["cell_id"].is_unique

@@ -45,7 +45,7 @@ from screenlib.orchestrate._manifest import (
 )
 from screenlib.orchestrate.execute import execute_fields, gather, open_executor
 from screenlib.orchestrate.finalize import Results, finalize
-from screenlib.orchestrate.outputs import OutputSet
+from screenlib.orchestrate.outputs import OutputSet, neutralize_formulas
 from screenlib.orchestrate.plan import PlatePlan, RunPlan, check_settings, plan_plate
 from screenlib.settings import AssaySettings
 
@@ -677,6 +677,11 @@ def _finalize_tables(plan: RunPlan, computed: _Computed, summary: RunSummary) ->
     summary.n_fields_failed, summary.n_fields_changed = len(failed), len(computed.changed)
     summary.failed_fields = failed[["well", "field", "timepoint", "error"]].to_dict("records")
     if len(cells) == 0:
+        # not an output set: the one table that says why each field has no cell
+        write_atomic(
+            plan.out_dir / "fields.csv",
+            lambda tmp: neutralize_formulas(fields).to_csv(tmp, index=False),
+        )
         raise InputError(
             f"no cell was found in any of the {summary.n_fields} fields of plate "
             f"{plate_plan.name} ({summary.n_fields_failed} failed; first error: "
