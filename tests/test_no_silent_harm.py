@@ -428,3 +428,20 @@ def test_flipped_chunk_bytes_fail_the_field_by_checksum(cells_plate, tmp_path, s
     assert list(failed["well"]) == ["A02"] and list(failed["field"]) == [0]
     assert "checksum" in failed["error"].iloc[0]
     assert ".py:" not in failed["error"].iloc[0]  # no source locations in user messages
+
+
+def test_excel_workbook_has_the_tables_and_no_live_formula(cells_plate, tmp_path, settings_file):
+    import openpyxl
+
+    text = GOOD_PLATEMAP.replace("SK-N-SH", "=1+1")
+    result = run(cells_plate, tmp_path / "out", settings_file, text, "--no-report", "--excel")
+    assert result.returncode == 0, result
+    book = openpyxl.load_workbook(tmp_path / "out" / "results.xlsx")
+    assert {"wells", "fits", "plate QC"} <= set(book.sheetnames)
+    wells = pd.read_excel(tmp_path / "out" / "results.xlsx", sheet_name="wells")
+    pd.testing.assert_series_equal(
+        wells["n_cells"], pd.read_csv(tmp_path / "out" / "wells.csv")["n_cells"]
+    )
+    for row in book["wells"].iter_rows():
+        for cell in row:
+            assert cell.data_type != "f", cell.value  # text, never a formula

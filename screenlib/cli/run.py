@@ -60,6 +60,9 @@ from screenlib.settings import load_settings
 )
 @click.option("--no-report", is_flag=True, help="Skip report.html (tables and fits only).")
 @click.option(
+    "--excel", is_flag=True, help="Also write results.xlsx (wells, fits, plate QC; one sheet each)."
+)
+@click.option(
     "--write-labels",
     is_flag=True,
     help="Write the nucleus labels into a Zarr input plate (default: OUT/labels.zarr; an "
@@ -83,6 +86,7 @@ def command(
     recompute: bool,
     overwrite: bool,
     no_report: bool,
+    excel: bool,
     write_labels: bool,
     dry_run: bool,
 ) -> None:
@@ -117,7 +121,7 @@ def command(
             )
         summary = _run_one(
             plates[0], platemaps[0], out_dir, settings, scheduler, n_workers, recompute,
-            quiet, no_report, write_labels, dry_run, overwrite,
+            quiet, no_report, write_labels, dry_run, overwrite, excel,
         )  # fmt: skip
         if summary is None:
             return
@@ -130,20 +134,18 @@ def command(
 
 def _run_one(
     plate, platemap, out_dir, settings, scheduler, n_workers, recompute, quiet, no_report,
-    write_labels, dry_run, overwrite,
+    write_labels, dry_run, overwrite, excel,
 ):  # fmt: skip
     from screenlib.orchestrate import plan_run, run_plate
 
     if dry_run:
-        plan, _plate, _manifest = plan_run(
-            plate, platemap, out_dir, settings, not quiet, overwrite
-        )
+        plan, _plate, _manifest = plan_run(plate, platemap, out_dir, settings, not quiet, overwrite)
         click.echo(plan.describe())
         return None
     summary = run_plate(
         plate, platemap, out_dir, settings, scheduler=scheduler, n_workers=n_workers,
         force=recompute, progress=not quiet, report=not no_report, write_labels=write_labels,
-        overwrite=overwrite,
+        overwrite=overwrite, excel=excel,
     )  # fmt: skip
     for failure in summary.failed_fields[:10]:
         click.echo(

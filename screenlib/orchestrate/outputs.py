@@ -134,6 +134,18 @@ class OutputSet:
         """A table as Parquet (kept as it is: it is read by programs, not spreadsheets)."""
         return self.write(name, lambda p: table.to_parquet(p, index=False))
 
+    def excel(self, name: str, sheets: dict[str, pd.DataFrame | None]) -> Path:
+        """An Excel workbook, one sheet per table (formula-like text neutralised; a
+        spreadsheet program would otherwise run it)."""
+
+        def write(path: Path) -> None:
+            with pd.ExcelWriter(path, engine="openpyxl") as workbook:
+                for sheet, table in sheets.items():
+                    if table is not None:
+                        neutralize_formulas(table).to_excel(workbook, sheet_name=sheet, index=False)
+
+        return self.write(name, write)
+
     def text(self, name: str, text: str) -> Path:
         """A text file (UTF-8)."""
         return self.write(name, lambda p: p.write_text(text, encoding="utf-8"))

@@ -500,6 +500,7 @@ def run_plate(
     write_labels: bool = False,
     executor=None,
     overwrite: bool = False,
+    excel: bool = False,
 ) -> RunSummary:
     """Analyse a plate end to end, resuming whatever an earlier run in ``out_dir`` finished.
 
@@ -539,6 +540,8 @@ def run_plate(
         plates of an experiment share one cluster).
     overwrite
         Replace the results of another input in ``out_dir`` (refused otherwise).
+    excel
+        Also write ``results.xlsx`` (wells, fits, plate QC; one sheet each).
 
     Returns
     -------
@@ -548,7 +551,7 @@ def run_plate(
     with output_lock(plan.out_dir):
         return _run_planned(
             plan, plate_obj, manifest, scheduler, n_workers, client, executor, force, progress,
-            fields_per_task, report, write_labels,
+            fields_per_task, report, write_labels, excel,
         )  # fmt: skip
 
 
@@ -565,7 +568,7 @@ class _Computed:
 
 def _run_planned(
     plan: RunPlan, plate_obj, manifest, scheduler, n_workers, client, executor, force,
-    progress, fields_per_task, report, write_labels,
+    progress, fields_per_task, report, write_labels, excel,
 ) -> RunSummary:  # fmt: skip
     """The rest of :func:`run_plate`, once planned, under the folder's lock."""
     started = time.perf_counter()
@@ -598,7 +601,7 @@ def _run_planned(
         "n_cells": summary.n_cells,
     }
     shown = PlateWithLabels(plate_obj, computed.labels)
-    summary.outputs = write_results(results, plan, shown, run_info, report=report)
+    summary.outputs = write_results(results, plan, shown, run_info, report=report, excel=excel)
     summary.seconds = time.perf_counter() - started
     manifest.update(
         status="finished",
@@ -732,7 +735,13 @@ def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
 
 
 def write_results(
-    results: Results, plan: RunPlan, plate, run_info: dict[str, Any], *, report: bool = True
+    results: Results,
+    plan: RunPlan,
+    plate,
+    run_info: dict[str, Any],
+    *,
+    report: bool = True,
+    excel: bool = False,
 ) -> dict[str, Path]:
     """Every output of the run, written as one set (see :mod:`outputs`)."""
     from screenlib.report import write_report
@@ -749,6 +758,9 @@ def write_results(
         if results.replicates is not None:
             outputs.csv("replicates.csv", results.replicates)
         outputs.text("settings_used.toml", settings_to_toml(plan.settings))
+        if excel:
+            sheets = {"wells": results.wells, "fits": results.fits, "plate QC": results.plate_qc}
+            outputs.excel("results.xlsx", {**sheets, "replicates": results.replicates})
         if report:
             outputs.write(
                 "report.html",
