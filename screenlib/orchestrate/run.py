@@ -398,9 +398,19 @@ def fields_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return fields.reset_index(drop=True)
 
 
+def _read_part(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(
+            f"the finished field's table {path} cannot be read ({error}); delete it (and its "
+            f"{path.with_suffix('.json').name}) or run again with --recompute"
+        ) from None
+
+
 def concatenate_parts(parts_dir: Path, stems: list[str]) -> pd.DataFrame:
     """All finished fields' cell tables in plate order (well, field, timepoint, label)."""
-    tables = [pq.read_table(parts_dir / f"{stem}.parquet") for stem in stems]
+    tables = [_read_part(parts_dir / f"{stem}.parquet") for stem in stems]
     tables = [t for t in tables if t.num_rows] or tables[:1]
     if not tables:
         return pd.DataFrame()
