@@ -15,7 +15,7 @@ from scipy.integrate import quad
 from scipy.optimize import curve_fit, lsq_linear
 
 from screenlib.doseresponse import fit_curve
-from screenlib.doseresponse.fit import _plateaus_for_grid, _Problem
+from screenlib.doseresponse._solver import _plateaus_for_grid, _Problem
 from screenlib.doseresponse.gr import fit_gr, gr_aoc, gr_values
 from screenlib.doseresponse.model import (
     four_parameter_logistic,
