@@ -45,6 +45,7 @@ from screenlib.doseresponse.model import (
     integral_over_log_range,
     model_and_jacobian,
 )
+from screenlib.doseresponse.units import format_concentration
 from screenlib.errors import InputError, SettingsError
 from screenlib.robust import robust_sd
 from screenlib.settings import FitSettings
@@ -55,10 +56,15 @@ __all__ = ["CurveFit", "fit_curve", "FLAGS"]
 # every flag a fit can carry, with its meaning (written into the report's legend)
 FLAGS = {
     "inactive": "no better than a flat line (F-test); IC50 not reported",
-    "ic50_above_range": "IC50 above the top tested dose; reported as '> top dose'",
-    "ic50_below_range": "IC50 below the lowest tested dose; reported as '< lowest dose'",
-    "no_top_plateau": "the upper plateau is not reached within the tested doses",
-    "no_bottom_plateau": "the lower plateau is not reached within the tested doses",
+    "ic50_above_range": "IC50 above the top tested dose; reported as '> (top dose)'",
+    "ic50_below_range": "IC50 below the lowest tested dose; reported as '< (lowest dose)'",
+    "no_top_plateau": "the upper plateau is not reached within the tested doses; when it is the "
+    "high-dose one and the interval runs past the top dose, the IC50 is reported as a lower "
+    "limit ('>= ...')",
+    "no_bottom_plateau": "the lower plateau is not reached within the tested doses (as for "
+    "no_top_plateau)",
+    "plateau_bounded": "the high-dose plateau was not reached; it was kept at or beyond the "
+    "full-effect (positive control) response rather than fitted short of it",
     "hill_not_identified": "the Hill slope is at its bound or undetermined by the data",
     "outlier_wells": "one or more wells lie far from the curve (robust residuals)",
     "wide_interval": "the 95 % interval on IC50 spans more than one decade (or is open)",
@@ -73,11 +79,14 @@ FLAGS = {
 class CurveFit:
     """Result of one dose-response fit. IC50 values are molar; logs are log10 molar.
 
-    ``ic50_molar`` is the relative IC50 (inflection, halfway between the plateaus) and is NaN
-    whenever ``ic50_text`` says why it is not a number (``"> top dose"``, ``"< lowest dose"``,
-    ``"inactive"``, ``"not determined"``). ``hill_slope`` follows Prism: negative for a
-    decreasing curve. ``emax`` is the fitted response at the top tested dose; ``auc`` is the
-    area under the fitted curve over the tested log10 range (response x decades).
+    ``ic50_molar`` is the relative IC50 (inflection, halfway between the plateaus);
+    ``ic50_text`` writes it for people (``"63.1 nM"``), or says why it is not a number:
+    ``"> 10 µM"`` (above the top dose), ``"< 0.508 nM"`` (below the lowest), ``">= 4.2 µM"``
+    (no high-dose plateau: only a lower limit), ``"inactive"``, ``"not determined"``.
+    ``hill_slope`` is the steepness, always positive (drc's ``|b|``); the sign is in
+    ``direction`` (Prism's signed HillSlope is ``-hill_slope`` for a decreasing curve).
+    ``emax`` is the fitted response at the top tested dose; ``auc`` is the area under the
+    fitted curve over the tested log10 range (response x decades).
     """
 
     direction: str = "decreasing"
@@ -136,9 +145,9 @@ class CurveFit:
         row["outlier_indices"] = ";".join(str(i) for i in self.outlier_indices)
         row.pop("parameters")
         row.pop("parameter_errors")
-        # the model's own parameters (for drawing the curve), even where no IC50 is reported
-        fitted = self.parameters or (math.nan,) * 4
-        row["log_ic50_fit"], row["hill"], row["e0"], row["e_inf"] = fitted
+        # the fitted transition (for drawing the curve), even where no IC50 is reported; the
+        # other parameters are hill_slope, response_at_zero_dose and response_at_infinite_dose
+        row["log_ic50_fit"] = self.parameters[LOG_IC50] if self.parameters else math.nan
         return row
 
 
@@ -239,6 +248,7 @@ def fit_curve(
     settings: FitSettings | None = None,
     response_bounds: tuple[float, float] | None = None,
     absolute_level: float | None = None,
+    max_response: float | None = None,
 ) -> CurveFit:
     """Fit a 4PL dose-response curve and report IC50, its interval and quality flags.
 
@@ -260,6 +270,13 @@ def fit_curve(
     absolute_level
         Response level of the absolute IC50; default half the vehicle response for decreasing
         curves and 0.5 for increasing fractions.
+    max_response
+        The response of full effect, e.g. the positive control's (the most an active compound
+        can do). Used only when the curve has not reached its high-dose plateau within the
+        tested doses: the fit may then not stop short of it (it may go beyond), so that it
+        cannot invent a small effect to place an IC50 inside the range (flag
+        ``plateau_bounded``). Without it such a curve's IC50 is reported as a lower limit
+        (``">= 4.2 µM"``) whenever its interval reaches past the top dose.
 
     Returns
     -------
@@ -294,6 +311,7 @@ def fit_curve(
             settings=settings,
             bounds=response_bounds,
             absolute_level=absolute_level,
+            max_response=max_response,
             notes=notes,
         )
     except Exception as error:  # noqa: BLE001 - a failed fit is a flagged row, not a crash
@@ -381,6 +399,7 @@ class _Assessment:
     n_agree: int
     starts_agreed: bool
     outliers: np.ndarray
+    high_dose_plateau_missing: bool  # the curve has not levelled off by the top dose
 
 
 def _dose_summary(concentration: np.ndarray, binomial: bool, direction: str) -> dict:
@@ -681,8 +700,9 @@ def _f_test(problem: _Problem, solution: _Solution, dof: int, scale_y: float) ->
 
 def _plateau_flags(
     problem: _Problem, curve: _Curve, solution: _Solution, settings: FitSettings, direction: str
-) -> list[str]:
-    """``no_top_plateau`` / ``no_bottom_plateau``: a plateau is missing when the curve has not
+) -> tuple[list[str], bool]:
+    """``no_top_plateau`` / ``no_bottom_plateau``, and whether the high-dose plateau is the
+    one missing. A plateau is missing when the curve has not
     got there by the end of the tested range, or when the data leave it so loose that its 95 %
     range exceeds ``max_plateau_uncertainty`` of the span."""
     log_ic50, hill, e0, e_inf = solution.best.tolist()
@@ -700,7 +720,8 @@ def _plateau_flags(
         if direction == "decreasing"
         else ("no_top_plateau", "no_bottom_plateau")
     )
-    return [zero_name] * bool(zero_dose_missing) + [high_name] * bool(high_dose_missing)
+    flags = [zero_name] * bool(zero_dose_missing) + [high_name] * bool(high_dose_missing)
+    return flags, bool(high_dose_missing)
 
 
 def _hill_flags(problem: _Problem, solution: _Solution, settings: FitSettings) -> list[str]:
@@ -761,8 +782,12 @@ def _assess(
     n_agree, starts_agreed, rival = _starts_agreement(solution, scale_obj)
     if rival and not inactive:
         flags.append("starts_disagree")
+    high_dose_plateau_missing = False
     if not inactive:
-        flags += _plateau_flags(problem, curve, solution, settings, fitted_direction)
+        plateau_flags, high_dose_plateau_missing = _plateau_flags(
+            problem, curve, solution, settings, fitted_direction
+        )
+        flags += plateau_flags
         flags += _hill_flags(problem, solution, settings)
     outliers = _outlier_rows(problem, solution, dof, settings.outlier_z)
     if outliers.size:
@@ -778,20 +803,40 @@ def _assess(
         n_agree=n_agree,
         starts_agreed=starts_agreed,
         outliers=outliers,
+        high_dose_plateau_missing=high_dose_plateau_missing,
     )
 
 
-def _reported_ic50(log_ic50: float, curve: _Curve, inactive: bool):
+def _reported_ic50(log_ic50: float, curve: _Curve, inactive: bool, lower_limit: float | None):
     """``(text, ic50_molar, log_ic50, range_flag)`` as reported: a number only inside the
-    tested range."""
+    tested range, and only when the data bound it from above: with ``lower_limit`` (log10; the
+    high-dose plateau is missing and the interval reaches past the top dose) the text gives
+    that limit (``">= 4.2 µM"``, ``"not determined"`` when it is open too)."""
     if inactive:
         return "inactive", math.nan, math.nan, None
     if log_ic50 > curve.log_high:
-        return "> top dose", math.nan, math.nan, "ic50_above_range"
+        return (
+            f"> {format_concentration(10.0**curve.log_high)}",
+            math.nan,
+            math.nan,
+            ("ic50_above_range"),
+        )
     if log_ic50 < curve.log_low:
-        return "< lowest dose", math.nan, math.nan, "ic50_below_range"
+        return (
+            f"< {format_concentration(10.0**curve.log_low)}",
+            math.nan,
+            math.nan,
+            ("ic50_below_range"),
+        )
+    if lower_limit is not None:
+        text = (
+            f">= {format_concentration(10.0**lower_limit)}"
+            if lower_limit > -math.inf
+            else ("not determined")
+        )
+        return text, math.nan, math.nan, None
     ic50 = 10.0**log_ic50
-    return f"{ic50:.4g}", ic50, log_ic50, None
+    return format_concentration(ic50), ic50, log_ic50, None
 
 
 def _absolute_level(curve: _Curve, assessment: _Assessment, e0: float, box) -> float:
@@ -818,11 +863,11 @@ def _absolute_ic50(level: float, parameters, curve: _Curve, inactive: bool):
     if not np.isfinite(log_absolute):
         return "not reached", math.nan
     if log_absolute > curve.log_high:
-        return "> top dose", math.nan
+        return f"> {format_concentration(10.0**curve.log_high)}", math.nan
     if log_absolute < curve.log_low:
-        return "< lowest dose", math.nan
+        return f"< {format_concentration(10.0**curve.log_low)}", math.nan
     absolute = 10.0**log_absolute
-    return f"{absolute:.4g}", absolute
+    return format_concentration(absolute), absolute
 
 
 def _derived_values(
@@ -833,12 +878,24 @@ def _derived_values(
     absolute_level: float | None,
     box,
     dof: int,
+    interval: tuple[float, float, str],
+    plateau_bounded: bool,
 ) -> tuple[dict, str | None]:
     """Reported and absolute IC50, Emax, AUC, RSS: the ``CurveFit`` fields that follow from
     the parameters; and the flag when the IC50 lies outside the tested range."""
     log_ic50, hill, e0, e_inf = solution.best.tolist()
     inactive = assessment.inactive
-    ic50_text, ic50, reported_log, range_flag = _reported_ic50(log_ic50, curve, inactive)
+    # no upper bound from the data: the curve has not levelled off and the interval runs past
+    # the top dose (a bounded plateau is the other remedy, see _bound_high_dose_plateau)
+    open_above = (
+        assessment.high_dose_plateau_missing
+        and not plateau_bounded
+        and not interval[1] <= curve.log_high
+    )
+    lower_limit = float(interval[0]) if open_above else None
+    ic50_text, ic50, reported_log, range_flag = _reported_ic50(
+        log_ic50, curve, inactive, lower_limit
+    )
     if absolute_level is None:
         absolute_level = _absolute_level(curve, assessment, e0, box)
     absolute_text, absolute = _absolute_ic50(
@@ -877,6 +934,7 @@ def _fit(
     settings: FitSettings,
     bounds: tuple[float, float] | None,
     absolute_level: float | None,
+    max_response: float | None,
     notes: list[str],
 ) -> CurveFit:
     """Fit the usable points of one curve: the stages above, in order."""
@@ -893,17 +951,91 @@ def _fit(
         reason = f"{base['n_points']} points for {n_free} free parameters"
         return CurveFit(**base, flags=("too_few_points",), notes=(*notes, reason))
     scale_y = 1e-12 * float((weights * y * y).sum()) + 1e-300
+    fitted = _solve_and_assess(problem, curve, direction, settings, dof, scale_y, notes)
+    extra_flags = []
+    bounded = _bound_high_dose_plateau(problem, fitted, max_response)
+    if bounded is not None:
+        note = (
+            "the high-dose plateau is not reached within the tested doses: it was kept at or "
+            f"beyond the full-effect response {max_response:.4g}"
+        )
+        fitted = _solve_and_assess(
+            bounded, curve, direction, settings, dof, scale_y, [*notes, note]
+        )
+        extra_flags.append("plateau_bounded")
+    solution, interval, assessment = fitted
+    derived, range_flag = _derived_values(
+        problem,
+        curve,
+        solution,
+        assessment,
+        absolute_level,
+        box,
+        dof,
+        interval,
+        plateau_bounded=bool(extra_flags),
+    )
+    flags = assessment.flags + extra_flags + [range_flag] * bool(range_flag)
+    return _assemble(base, solution, assessment, derived, flags, interval)
+
+
+def _solve_and_assess(
+    problem: _Problem,
+    curve: _Curve,
+    direction: str,
+    settings: FitSettings,
+    dof: int,
+    scale_y: float,
+    notes: list[str],
+) -> tuple[_Solution, tuple[float, float, str], _Assessment]:
+    """Starts, fit and profile, interval, tests and flags of one problem."""
     candidates = _start_and_polish(problem, curve, settings.n_starts)
     solution = _fit_with_profile(problem, candidates, dof, settings, scale_y, notes)
-    ci_low, ci_high, ci_method = _interval(solution, dof, settings.confidence_level)
-    assessment = _assess(
-        problem, curve, solution, direction, settings, dof, scale_y, ci_high - ci_low
+    interval = _interval(solution, dof, settings.confidence_level)
+    width = interval[1] - interval[0]
+    assessment = _assess(problem, curve, solution, direction, settings, dof, scale_y, width)
+    return solution, interval, assessment
+
+
+def _bound_high_dose_plateau(
+    problem: _Problem, fitted: tuple, max_response: float | None
+) -> _Problem | None:
+    """The problem again with the high-dose plateau kept at or beyond ``max_response``, when
+    the fit has not reached that plateau and stopped short of the full-effect response (None
+    otherwise: nothing to bound)."""
+    solution, _interval_, assessment = fitted
+    if (
+        max_response is None
+        or not math.isfinite(max_response)
+        or assessment.inactive
+        or not assessment.high_dose_plateau_missing
+        or not problem.free[E_INF]
+    ):
+        return None
+    e0, e_inf = float(solution.best[E0]), float(solution.best[E_INF])
+    increasing = e_inf > e0
+    short = e_inf < max_response if increasing else e_inf > max_response
+    if not short or (max_response > e0) != increasing:
+        return None
+    lower, upper = problem.lower.copy(), problem.upper.copy()
+    # the plateau box widens to take the reference in (it may lie beyond the data's range)
+    if increasing:
+        upper[E_INF] = max(upper[E_INF], max_response)
+        lower[E_INF] = max_response
+    else:
+        lower[E_INF] = min(lower[E_INF], max_response)
+        upper[E_INF] = max_response
+    return _Problem(
+        problem.log_conc,
+        problem.is_vehicle,
+        problem.y,
+        problem.weights,
+        problem.binomial,
+        lower,
+        upper,
+        problem.free,
+        problem.fixed,
     )
-    derived, range_flag = _derived_values(
-        problem, curve, solution, assessment, absolute_level, box, dof
-    )
-    flags = assessment.flags + [range_flag] * bool(range_flag)
-    return _assemble(base, solution, assessment, derived, flags, (ci_low, ci_high, ci_method))
 
 
 def _assemble(
@@ -930,7 +1062,7 @@ def _assemble(
         pic50=-derived["log_ic50"],
         pic50_ci_low=-float(ci_high) if finite_ci else math.nan,
         pic50_ci_high=-float(ci_low) if finite_ci else math.nan,
-        hill_slope=hill if assessment.fitted_direction == "increasing" else -hill,
+        hill_slope=hill,
         top=max(e0, e_inf),
         bottom=min(e0, e_inf),
         response_at_zero_dose=e0,
