@@ -652,8 +652,8 @@ def test_cli_fits_a_tidy_table_wells_and_mtt(tmp_path, capsys):
     main(["fit", str(tmp_path / "tidy.csv"), "--out", str(tmp_path / "fits.csv")])
     out = capsys.readouterr().out
     assert "1 curve(s) fitted" in out and "1 row(s)" in out
-    fits = pd.read_csv(tmp_path / "fits.csv")
-    assert fits.ic50_molar.iloc[0] * 1e9 == pytest.approx(44.1, rel=0.3)
+    fits = pd.read_csv(tmp_path / "fits.csv")  # the short table, IC50 in its unit
+    assert fits.unit.iloc[0] == "nM" and fits.ic50.iloc[0] == pytest.approx(44.1, rel=0.3)
 
     _wells(rng).to_csv(tmp_path / "wells.csv", index=False)
     main(["fit", str(tmp_path / "wells.csv"), "--out", str(tmp_path / "wells_fits.csv")])
