@@ -178,8 +178,9 @@ def _power_of_ten(value: float) -> float:
         return math.inf
 
 
-def _check_settings(settings: FitSettings) -> None:
-    """Raise ``SettingsError`` for fit settings that cannot work."""
+def _check_settings(settings: FitSettings, direction: str) -> None:
+    """Raise ``SettingsError`` for fit settings that cannot work (``InputError`` for an
+    unknown direction)."""
     problems = []
     if not 0 < settings.hill_min < settings.hill_max:
         problems.append("'fit.hill_min' must be positive and below 'fit.hill_max'")
@@ -198,6 +199,10 @@ def _check_settings(settings: FitSettings) -> None:
         problems.append("'fit.fix_hill' must not be 0")
     if problems:
         raise SettingsError("; ".join(problems))
+    if direction not in ("auto", "decreasing", "increasing"):
+        raise InputError(
+            f"direction must be 'auto', 'decreasing' or 'increasing', not {direction!r}"
+        )
 
 
 def _clean_inputs(concentration_molar, response, n_positive, n_total):
@@ -292,11 +297,7 @@ def fit_curve(
     (20.0, ())
     """
     settings = settings or FitSettings()
-    _check_settings(settings)
-    if direction not in ("auto", "decreasing", "increasing"):
-        raise InputError(
-            f"direction must be 'auto', 'decreasing' or 'increasing', not {direction!r}"
-        )
+    _check_settings(settings, direction)
     concentration, y, weights, usable, notes = _clean_inputs(
         concentration_molar, response, n_positive, n_total
     )
@@ -322,7 +323,11 @@ def fit_curve(
             flags=("fit_failed",),
             notes=(*notes, f"fit failed: {type(error).__name__}: {error}"),
         )
-    # outlier indices refer to the caller's rows, not to the rows kept
+    return _in_caller_rows(result, usable)
+
+
+def _in_caller_rows(result: CurveFit, usable: np.ndarray) -> CurveFit:
+    """``result`` with its outlier indices counted in the caller's rows, not the rows kept."""
     if not result.outlier_indices or usable.all():
         return result
     kept = np.flatnonzero(usable)
