@@ -27,4 +27,15 @@ def robust_sd(values: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan")
-    return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
+    return float(MAD_TO_SD * _median(np.abs(values - _median(values))))
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of finite values (the same number), without its overhead on small arrays
+    (about ten times its cost for the ~30 residuals of a dose-response fit)."""
+    n = values.size
+    middle = n // 2
+    if n % 2:
+        return np.partition(values, middle)[middle]
+    part = np.partition(values, (middle - 1, middle))
+    return (part[middle - 1] + part[middle]) / 2

@@ -41,6 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from screenlib.cli import EXIT_INPUT_ERROR, EXIT_PARTIAL
+from screenlib.doseresponse.units import UNIT_FACTORS
 from screenlib.errors import InputError
 from screenlib.platemap import parse_concentration, read_platemap
 from screenlib.store import PlateLayout, create_plate, open_plate
@@ -904,13 +905,14 @@ def _fit_row(fit_run, sample: str) -> pd.Series:
 def test_fit_table_with_nans_drops_rows_with_a_note(fit_run):
     row = _fit_row(fit_run, "good_with_nans")
     assert "missing values" in fit_run["result"].stdout and "dropped" in fit_run["result"].stdout
-    assert float(row["ic50_molar"]) == pytest.approx(30e-9, rel=0.5)
+    # fits.csv is the short table: the IC50 in its unit column's unit
+    assert float(row["ic50"]) * UNIT_FACTORS[row["unit"]] == pytest.approx(30e-9, rel=0.5)
 
 
 def test_fit_flat_curve_is_flagged(fit_run):
     row = _fit_row(fit_run, "flat")
     assert "inactive" in row["flags"]
-    assert row["ic50_molar"] in ("", "nan") or not math.isfinite(float(row["ic50_molar"]))
+    assert row["ic50"] in ("", "nan") or not math.isfinite(float(row["ic50"]))
 
 
 def test_fit_incomplete_curve_is_flagged(fit_run):
@@ -922,7 +924,7 @@ def test_fit_incomplete_curve_is_flagged(fit_run):
 def test_fit_single_concentration_is_flagged(fit_run):
     row = _fit_row(fit_run, "single_concentration")
     assert "too_few_points" in row["flags"], row["flags"]
-    assert row["ic50_molar"] in ("", "nan") or not math.isfinite(float(row["ic50_molar"]))
+    assert row["ic50"] in ("", "nan") or not math.isfinite(float(row["ic50"]))
 
 
 def test_fit_empty_table(tmp_path):

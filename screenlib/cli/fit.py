@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from screenlib.cli._output import write_output
 from screenlib.errors import InputError
 
 
@@ -18,6 +17,10 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"{path} is empty; give a table with a header row (sample, compound, "
             "concentration_molar, response)"
         )
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        from screenlib.cli._fit_outputs import read_excel_table
+
+        return read_excel_table(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -50,7 +53,9 @@ def _check_numeric(data: pd.DataFrame, path: Path) -> None:
     "out_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write one row per curve (CSV).",
+    help="Where to write the short table, one row per curve (CSV). Written beside it: "
+    "OUT_full.parquet (every column), OUT_curves.png/.svg, OUT.html and, with --mtt, "
+    "OUT_viability.csv.",
 )
 @click.option(
     "--mtt",
@@ -71,24 +76,31 @@ def _check_numeric(data: pd.DataFrame, path: Path) -> None:
 def command(
     table: Path, out_path: Path, mtt: bool, layout: Path | None, settings_path: Path | None
 ) -> None:
-    """Fit 4PL dose-response curves and write IC50s, intervals and flags.
+    """Fit 4PL dose-response curves and write IC50s, intervals, flags and curve figures.
 
     \b
-    TABLE is one of
+    TABLE (CSV, TSV, .xlsx or .parquet) is one of
       * a tidy table: sample, compound, concentration_molar and response
-        (or n_positive + n_total for fractions fitted on counts), optional readout;
+        (or n_positive + n_total for fractions fitted on counts), optional readout,
+        role (positive_control wells give incomplete curves their full effect) and unit;
       * a wells.csv from `screenlib run` (apoptotic_fraction, relative_cell_count);
       * with --mtt, plate-reader absorbance at 570 nm plus --layout.
     """
-    from screenlib.doseresponse.mtt import fit_mtt
+    from screenlib.cli._fit_outputs import write_fit_outputs
+    from screenlib.doseresponse.columns import split_fit_columns
+    from screenlib.doseresponse.mtt import mtt_viability
     from screenlib.doseresponse.table import fit_table, fit_wells
+    from screenlib.doseresponse.units import choose_unit
     from screenlib.settings import load_settings
 
     settings = load_settings(settings_path)
+    viabilities = None
     if mtt:
         if layout is None:
             raise InputError("--mtt needs --layout PLATEMAP.csv (blank, vehicle and dose wells)")
-        fits = fit_mtt(table, layout, settings)
+        viabilities = mtt_viability(table, layout)
+        data = viabilities.assign(viability_percent=viabilities["response"])
+        fits = fit_table(viabilities, settings, direction="decreasing")
     else:
         data = _read_table(table)
         _check_numeric(data, table)
@@ -118,6 +130,22 @@ def command(
                 f"note: {n_missing} row(s) of {table} have missing values in "
                 f"{', '.join(used)}; dropped from their curves (see the notes column)"
             )
-    write_output(out_path, lambda tmp: fits.to_csv(tmp, index=False))
+    unit = _map_unit(data)
+    if unit is None:
+        unit = choose_unit(pd.to_numeric(data["concentration_molar"], errors="coerce"))
+    core, full = split_fit_columns(fits, unit=unit)
+    written = write_fit_outputs(out_path, core, full, data, unit, viabilities)
     n_flagged = int((fits.get("flags", pd.Series(dtype=str)).fillna("") != "").sum())
     click.echo(f"{len(fits)} curve(s) fitted, {n_flagged} flagged -> {out_path}")
+    click.echo("also written: " + ", ".join(str(p) for p in written[1:]))
+
+
+def _map_unit(data: pd.DataFrame) -> str | None:
+    """The concentration unit the input names (a ``unit`` column with one known value)."""
+    from screenlib.doseresponse.units import UNIT_FACTORS
+
+    if "unit" not in data.columns:
+        return None
+    units = set(data["unit"].dropna().astype(str).str.strip()) - {""}
+    units = {"µM" if u in ("uM", "μM") else u for u in units}
+    return units.pop() if len(units) == 1 and next(iter(units)) in UNIT_FACTORS else None

@@ -63,7 +63,7 @@ def fit_gr(concentration_molar, gr, settings: FitSettings | None = None) -> dict
     """Fit the GR curve and report GR50, GRmax, GR_AOC, GEC50, GRinf and the Hill slope.
 
     ``gr50_molar`` is NaN when GR never falls to 0.5 within the tested range; ``gr50_text`` says
-    why (``"> top dose"``, ``"not reached"``, ``"inactive"``). GRmax is the fitted GR at the
+    why (``"> 10 µM"``, ``"not reached"``, ``"inactive"``). GRmax is the fitted GR at the
     top tested dose.
     """
     settings = dataclasses.replace(settings or FitSettings(), fix_top=1.0, fix_bottom=None)
@@ -84,7 +84,7 @@ def fit_gr(concentration_molar, gr, settings: FitSettings | None = None) -> dict
         "gr_inf": fit.response_at_infinite_dose,
         "gr_max": fit.emax,
         "gr_aoc": gr_aoc(concentration, values),
-        "gr_hill": abs(fit.hill_slope),
+        "gr_hill": fit.hill_slope,  # always positive
         "fit": fit,
     }
 

@@ -19,7 +19,7 @@ import pandas as pd
 from screenlib.doseresponse.table import fit_table
 from screenlib.errors import InputError
 
-__all__ = ["absorbance_to_viability", "fit_mtt", "read_absorbance"]
+__all__ = ["absorbance_to_viability", "fit_mtt", "mtt_viability", "read_absorbance"]
 
 _ROW_LABEL = re.compile(r"^[A-Za-z]{1,2}$")
 _VALUE_COLUMNS = ("absorbance", "od", "od570", "a570", "570", "value", "signal")
@@ -170,9 +170,13 @@ def fit_mtt(absorbance_path, layout, settings=None) -> pd.DataFrame:
 
     ``layout`` is a plate-map path or an already-read plate map DataFrame.
     """
+    return fit_table(mtt_viability(absorbance_path, layout), settings, direction="decreasing")
+
+
+def mtt_viability(absorbance_path, layout) -> pd.DataFrame:
+    """The normalised per-well % viability of an MTT plate (what :func:`fit_mtt` fits)."""
     if not isinstance(layout, pd.DataFrame):
         from screenlib.platemap import read_platemap
 
         layout = read_platemap(layout)
-    viability = absorbance_to_viability(read_absorbance(absorbance_path), layout)
-    return fit_table(viability, settings, direction="decreasing")
+    return absorbance_to_viability(read_absorbance(absorbance_path), layout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from screenlib.doseresponse.controls import full_effect_levels
 from screenlib.doseresponse.fit import fit_curve
 from screenlib.errors import InputError
 from screenlib.settings import FitSettings
@@ -120,8 +121,10 @@ def fit_table(
     if "timepoint" in table.columns and table["timepoint"].nunique(dropna=True) <= 1:
         table = table.drop(columns="timepoint")
     rows = []
+    full_effect = full_effect_levels(table)  # positive controls: the plateau to aim for
     for keys, curve in _curve_groups(table):
         readout = str(keys.get("readout", "response"))
+        max_response = full_effect.get(tuple(v for k, v in keys.items() if k != "compound"))
         curve_direction = direction or READOUT_DIRECTIONS.get(readout, "auto")
         if counts:
             result = fit_curve(
@@ -131,6 +134,7 @@ def fit_table(
                 direction=curve_direction,
                 settings=fit_settings,
                 response_bounds=response_bounds,
+                max_response=max_response,
             )
         else:
             result = fit_curve(
@@ -139,6 +143,7 @@ def fit_table(
                 direction=curve_direction,
                 settings=fit_settings,
                 response_bounds=response_bounds,
+                max_response=max_response,
             )
         row = {"sample": keys.get("sample", ""), "compound": keys["compound"], "readout": readout}
         if "timepoint" in keys:
