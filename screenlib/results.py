@@ -31,8 +31,9 @@ class RunResults:
     ----------
     folder : Path
         The run's output folder.
-    wells, fits, fields, plate_qc, cells : pandas.DataFrame
-        ``wells.csv``, ``fits.csv``, ``fields.csv``, ``plate_qc.csv`` and ``cells.parquet``.
+    wells, fits, fits_full, fields, plate_qc, cells : pandas.DataFrame
+        ``wells.csv``, ``fits.csv`` (the short table), ``fits_full.parquet``, ``fields.csv``,
+        ``plate_qc.csv`` and ``cells.parquet``.
     gates : dict
         ``gates.json``.
     settings : AssaySettings
@@ -72,6 +73,11 @@ class RunResults:
         return self._csv("fits.csv")
 
     @cached_property
+    def fits_full(self) -> pd.DataFrame:
+        """Every column of the fits: parameters, intervals, tests (``fits_full.parquet``)."""
+        return pd.read_parquet(self.folder / "fits_full.parquet")
+
+    @cached_property
     def fields(self) -> pd.DataFrame:
         """Per-field QC (``fields.csv``)."""
         return self._csv("fields.csv")
@@ -102,8 +108,8 @@ class RunResults:
         return list(self._manifest.get("notes", []))
 
     def curve(self, sample: str, compound: str, readout: str | None = None) -> pd.Series:
-        """The ``fits.csv`` row of one curve (readout: the first fitted one by default)."""
-        fits = self.fits
+        """The full fit row of one curve (readout: the first fitted one by default)."""
+        fits = self.fits_full
         chosen = fits[(fits["sample"] == sample) & (fits["compound"] == compound)]
         if readout is not None:
             chosen = chosen[chosen["readout"] == readout]
@@ -168,11 +174,12 @@ class RunResults:
 
 
 def _four_parameter_curve(fit: pd.Series, doses: np.ndarray) -> np.ndarray:
-    """The fitted 4PL at ``doses`` from the parameters ``fits.csv`` keeps."""
-    log_ic50 = float(fit["log_ic50_fit"])
-    hill = float(fit["hill"])
-    start, end = float(fit["e0"]), float(fit["e_inf"])
-    return start + (end - start) / (1.0 + 10.0 ** (hill * (log_ic50 - np.log10(doses))))
+    """The fitted 4PL at ``doses`` from the parameters the full fit table keeps."""
+    from screenlib.doseresponse.model import logistic_fraction
+
+    start, end = float(fit["response_at_zero_dose"]), float(fit["response_at_infinite_dose"])
+    share = logistic_fraction(np.log10(doses), float(fit["log_ic50_fit"]), float(fit["hill_slope"]))
+    return start + (end - start) * share
 
 
 def open_run(folder: str | Path) -> RunResults:

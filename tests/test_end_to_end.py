@@ -120,8 +120,11 @@ def test_defocused_fields_are_excluded_by_plate_relative_focus(example_run):
 
 def test_example_ic50s_recover_the_seed_values(example_run):
     out, _ = example_run
-    fits = pd.read_csv(out / "fits.csv")
+    fits = pd.read_parquet(out / "fits_full.parquet")  # molar values, every column
     apoptosis = fits[fits["readout"] == "apoptotic_fraction"].set_index("sample")
+    core = pd.read_csv(out / "fits.csv")  # the short table people read, in the map's unit
+    assert {"ic50", "unit", "ic50_text", "pic50", "hill_slope", "flags"} <= set(core.columns)
+    assert len(core.columns) <= 16
     assert set(apoptosis.index) == set(SEED_IC50_NM)
     covered = 0
     for sample, seed_nm in SEED_IC50_NM.items():

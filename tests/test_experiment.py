@@ -62,9 +62,11 @@ def test_every_plate_gets_its_own_outputs(experiment_run):
 
 
 def test_per_plate_and_pooled_ic50_match_the_truth(experiment_run):
-    fits = pd.read_csv(experiment_run["out"] / "fits.csv")
+    fits = pd.read_parquet(experiment_run["out"] / "fits_full.parquet")
     fits = fits[fits["readout"] == "apoptotic_fraction"]
     assert sorted(fits["plate"].unique()) == ["plate1", "plate2", "pooled"]
+    core = pd.read_csv(experiment_run["out"] / "fits.csv")
+    assert list(core.columns[:3]) == ["plate", "sample", "compound"] and "ic50" in core
     for row in fits.itertuples():
         truth = MILADEMETAN_IC50_NM[row.sample] * 1e-9
         fold = row.ic50_molar / truth

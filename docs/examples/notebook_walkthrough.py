@@ -20,7 +20,8 @@ run = screenlib.analyze_plate(plate, platemap, out, scheduler="sync")
 print(run)
 print(run.wells[["well", "sample", "compound", "concentration_molar", "apoptotic_fraction"]].head())
 fitted = run.fits[run.fits["readout"] == "apoptotic_fraction"]
-print(fitted[["sample", "compound", "ic50_molar", "flags"]])
+print(fitted[["sample", "compound", "ic50_text", "pic50", "hill_slope", "flags"]])
+print(run.fits_full.columns.tolist())  # every parameter, interval and test
 print("noticed:", run.notes)
 
 # %% One curve and one plate map, as figures to save or show

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from screenlib import __version__
+from screenlib.doseresponse.columns import split_fit_columns
 from screenlib.doseresponse.replicates import replicate_fits, replicate_spread
 from screenlib.errors import InputError
 from screenlib.orchestrate._manifest import MANIFEST_NAME, write_json_atomic
@@ -205,7 +206,10 @@ def run_experiment(
     ]
     with OutputSet(out_dir) as outputs:
         outputs.csv("wells.csv", all_wells)
-        outputs.csv("fits.csv", fits)
+        core, full = split_fit_columns(fits)
+        core.insert(0, "plate", fits["plate"])
+        outputs.csv("fits.csv", core)
+        outputs.parquet("fits_full.parquet", full)
         outputs.csv("experiment.csv", spread)
         if report:
             outputs.text("report.html", experiment_report(plates, summaries, spread, notes))

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from screenlib import __version__
+from screenlib.doseresponse.columns import split_fit_columns
 from screenlib.errors import InputError
 from screenlib.gating import gates_to_dict
 from screenlib.orchestrate._field_task import FieldJob
@@ -744,6 +745,17 @@ def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
             path.unlink(missing_ok=True)
 
 
+def platemap_unit(platemap: pd.DataFrame) -> str | None:
+    """The concentration unit the plate map's dosed wells are written in (None: not known)."""
+    for column in ("concentration_unit", "unit"):
+        if column in platemap and "role" in platemap:
+            units = platemap.loc[platemap["role"] == "sample", column].dropna().astype(str)
+            units = units[units.str.strip() != ""]
+            if len(units):
+                return str(units.mode().iloc[0])
+    return None
+
+
 def write_results(
     results: Results,
     plan: RunPlan,
@@ -764,12 +776,14 @@ def write_results(
         outputs.csv("wells.csv", results.wells)
         outputs.json("gates.json", gates_to_dict(results.gates))
         outputs.csv("plate_qc.csv", results.plate_qc)
-        outputs.csv("fits.csv", results.fits)
+        core, full = split_fit_columns(results.fits, platemap_unit(plan.plates[0].platemap))
+        outputs.csv("fits.csv", core)
+        outputs.parquet("fits_full.parquet", full)
         if results.replicates is not None:
             outputs.csv("replicates.csv", results.replicates)
         outputs.text("settings_used.toml", settings_to_toml(plan.settings))
         if excel:
-            sheets = {"wells": results.wells, "fits": results.fits, "plate QC": results.plate_qc}
+            sheets = {"wells": results.wells, "fits": core, "plate QC": results.plate_qc}
             outputs.excel("results.xlsx", {**sheets, "replicates": results.replicates})
         if report:
             outputs.write(
