@@ -15,6 +15,7 @@ from screenlib.platemap._sources import RawTable, read_source
 from screenlib.platemap._values import (
     VEHICLE_COMPOUNDS,
     is_role_word,
+    molar_unit,
     normalize_role,
     parse_concentration,
 )
@@ -87,6 +88,19 @@ def _resolve_columns(raw: RawTable, path: Path) -> _Layout:
     for i, meaning in enumerate(meanings):
         if meaning.field is None:
             continue
+        if meaning.field in fields and "concentrationmolar" in (
+            compact(meaning.header),
+            compact(raw.header[fields[meaning.field]]),
+        ):
+            # beside another concentration column, concentration_molar is an annotation
+            demoted = (
+                i
+                if compact(meaning.header) == "concentrationmolar"
+                else fields.pop("concentration")
+            )
+            meanings[demoted] = HeaderMeaning(raw.header[demoted], None, None, "")
+            if demoted == i:
+                continue
         if meaning.field in fields:
             other = raw.header[fields[meaning.field]]
             raise InputError(
@@ -189,6 +203,10 @@ def _dose_kind(text: str, unit: str) -> str:
 def _concentration(text: str, unit: str, header_unit: str | None, role: str, well: str):
     """``(molar, unit used)`` of one well; vehicle and empty wells need no concentration."""
     kind = _dose_kind(text, unit)
+    if unit and unit != "%" and header_unit and molar_unit(unit) != molar_unit(header_unit):
+        raise InputError(
+            f"the unit column says {unit!r} but the header says {header_unit!r}; keep one of them"
+        )
     match = _UNIT_IN_TEXT.search(text)
     unit_used = unit or header_unit or (match.group(1) if match else "")
     if kind == "percent":
@@ -275,6 +293,13 @@ def _parse_rows(raw: RawTable, layout: _Layout, path: Path, geometry) -> tuple[l
                     "positive_control or empty",
                 )
             n_inferred += 1
+        if role == "sample" and "concentration" not in f:
+            unread = [raw.header[i] for i in layout.extras]
+            raise fail(
+                "concentration",
+                f"sample well {well} needs a concentration, and no column was read as one "
+                f"(columns kept as annotations: {unread}); name it e.g. 'concentration (nM)'",
+            )
         try:
             molar, unit_used = _concentration(text, unit, layout.header_unit, role, well)
         except InputError as error:
