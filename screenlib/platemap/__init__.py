@@ -11,7 +11,7 @@ Vehicle (negative-control) wells get ``concentration_molar`` 0.0.
 """
 
 from screenlib.platemap._describe import describe_platemap
-from screenlib.platemap._reader import KNOWN_COLUMNS, read_platemap
+from screenlib.platemap._reader import KNOWN_COLUMNS, read_dose_table, read_platemap
 from screenlib.platemap._values import ROLES, normalize_role, parse_concentration
 from screenlib.platemap._vocabulary import FIELD_ALIASES, is_output_column, read_header
 from screenlib.platemap._wells import PlateGeometry, geometry_for_wells, normalize_well, split_well
@@ -27,6 +27,7 @@ __all__ = [
     "normalize_role",
     "normalize_well",
     "parse_concentration",
+    "read_dose_table",
     "read_header",
     "read_platemap",
     "split_well",

@@ -493,3 +493,68 @@ def _select_plate(records: list[dict], plate: str | None, path: Path, info: list
         plates = sorted({r["plate"] for r in records})
         raise InputError(f"plate map {path} has no rows for plate {plate!r}; its plates: {plates}")
     return chosen
+
+
+_TEXT_FIELDS = ("sample", "compound", "role", "well", "plate", "replicate", "unit")
+
+
+def read_dose_table(path: str | Path, sheet: str | int | None = None) -> pd.DataFrame:
+    """Read a tidy dose-response table with the plate-map vocabulary and formats.
+
+    Headers are renamed to their field (``drug`` -> ``compound``, ``cell line`` -> ``sample``,
+    ``dose [µM]`` -> ``concentration``); numbers with decimal commas (``;`` files, ``.xlsx``
+    text) become numbers; without a ``concentration_molar`` column it is computed from the
+    concentration and its unit (cell, ``unit`` column or header) as in :func:`read_platemap`
+    (vehicle rows may leave it blank). Every other column (``response``, ``n_positive``...)
+    is kept under its own name.
+
+    Raises
+    ------
+    InputError
+        Naming the file, line and column of a concentration that cannot be read.
+    """
+    path = Path(path)
+    raw = read_source(path, sheet)
+    layout = _resolve_columns(raw, path)
+    names = {i: raw.header[i] for i in range(len(raw.header))}
+    for field_name, i in layout.fields.items():
+        names[i] = "timepoint" if field_name == "timepoint" else field_name
+    if "concentration" in layout.fields and layout.meanings[layout.fields["concentration"]].unit:
+        header_unit = layout.header_unit
+    else:
+        header_unit = None
+    columns = {}
+    for i, name in names.items():
+        values = [row[i] for row in raw.rows]
+        if name not in _TEXT_FIELDS and name != "concentration":
+            numbers = [v.replace(",", ".") if raw.decimal_comma else v for v in values]
+            converted = pd.to_numeric(pd.Series(numbers), errors="coerce")
+            if converted[[bool(v) for v in values]].notna().all():
+                columns[name] = converted
+                continue
+        columns[name] = pd.Series(values, dtype=object)
+    table = pd.DataFrame(columns)
+    if "concentration" in table and "concentration_molar" not in table:
+        table["concentration_molar"] = _molar_column(table, raw, layout, path, header_unit)
+    table.attrs["platemap_notes"] = {"source": str(path), "format": raw.description}
+    return table
+
+
+def _molar_column(table, raw, layout, path, header_unit) -> list[float]:
+    """``concentration_molar`` of a tidy table, row by row, with the plate-map rules."""
+    texts = _decimal_texts(raw, layout.fields["concentration"], path)
+    header = raw.header[layout.fields["concentration"]]
+    molar = []
+    for n, place in enumerate(raw.where):
+        row = {c: str(table[c].iloc[n]) for c in ("role", "unit", "compound") if c in table}
+        unit = row.get("unit", "")
+        try:
+            if row.get("role"):
+                role = normalize_role(row["role"])
+            else:
+                kind = _dose_kind(texts[n], unit)
+                role = _infer_role(row.get("compound", ""), "-", kind) or "sample"
+            molar.append(_concentration(texts[n], unit, header_unit, role, f"on {place}")[0])
+        except InputError as error:
+            raise InputError(f"{path}: {place}, column {header!r}: {error}") from None
+    return molar
