@@ -232,7 +232,12 @@ def _concentration(text: str, unit: str, header_unit: str | None, role: str, wel
             return math.nan, unit_used
     if role == "positive_control" and kind == "blank":
         return math.nan, unit_used
-    if kind in ("blank", "words"):
+    if kind == "words":
+        raise InputError(
+            f"cannot parse concentration {text!r} of {role.replace('_', ' ')} well {well}: "
+            "write a number and a unit like '10 uM'"
+        )
+    if kind == "blank":
         raise InputError(
             f"{role.replace('_', ' ')} well {well} has no usable concentration ({text!r}); "
             "write a dose with a unit, e.g. '10 uM'"

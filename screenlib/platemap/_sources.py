@@ -49,7 +49,8 @@ def read_source(path: str | Path, sheet: str | int | None = None) -> RawTable:
         decimal_comma = delimiter != ","
     if not any(any(c.strip() for c in row) for _, row in rows):
         raise InputError(
-            f"plate map {path} is empty; it needs a header with 'well' and a row per well"
+            f"plate map {path} is empty; it needs a header with 'well' and 'role', "
+            "then a row per well"
         )
     grid = _grid_table(rows, description, path)
     if grid is not None:
@@ -87,7 +88,10 @@ def _csv_rows(path: Path) -> tuple[list[tuple[str, list[str]]], str, str]:
     except OSError as error:
         raise InputError(f"cannot read plate map {path}: {error.strerror}") from error
     if data[:4] == b"PK\x03\x04":
-        raise InputError(f"plate map {path} is an Excel workbook; name it .xlsx")
+        raise InputError(
+            f"plate map {path} is a zip archive (an Excel workbook?), not UTF-8 text; save it "
+            "as CSV (UTF-8), or as .xlsx under an .xlsx name"
+        )
     text, encoding = _decode(data, path)
     sample = [line for line in text.splitlines()[:30] if line.strip()]
     widths = {
