@@ -130,6 +130,9 @@ VARIANTS = {
     "role:Role DMSO/test/Positive Control": standard_with(
         role=("Role", roles(["DMSO", "test", "Positive Control"]))
     ),
+    "role:Vehicle (DMSO)/Unknown/Positive control (staurosporine)": standard_with(
+        role=("Role", roles(["Vehicle (DMSO)", "Unknown", "Positive control (staurosporine)"]))
+    ),
     "role:treatment holding role words": standard_with(
         role=("treatment", roles(["vehicle control", "treated", "pos ctrl"]))
     ),
@@ -257,8 +260,7 @@ def write_xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
 def test_xlsx_numbers_and_sheet_choice(tmp_path, canonical):
     rows = [["Well", "Cell Line", "Drug", "Dose (nM)", "Type"]]
     rows += [
-        [r["well"], r["sample"], r["compound"], float(r["concentration"]), r["role"]]
-        for r in CANON
+        [r["well"], r["sample"], r["compound"], float(r["concentration"]), r["role"]] for r in CANON
     ]
     path = write_xlsx(tmp_path / "map.xlsx", {"README": [["notes only"]], "Layout": rows})
     table = read_platemap(path, sheet="Layout")
@@ -323,6 +325,37 @@ def test_row_and_column_instead_of_well(tmp_path, canonical):
     cells = [lambda r: r["well"][0], lambda r: str(int(r["well"][1:])), *STANDARD[1:]]
     table = read_platemap(write_variant(tmp_path, header, cells))
     pd.testing.assert_frame_equal(table[COLUMNS], canonical)
+
+
+def test_numbered_rows_and_columns_instead_of_well(tmp_path, canonical):
+    # rows numbered 1..8 as Harmony/Operetta write them (r01c02)
+    header = ["Row", "Column", *STANDARD[1:]]
+    cells = [lambda r: str(ord(r["well"][0]) - 64), lambda r: r["well"][1:], *STANDARD[1:]]
+    table = read_platemap(write_variant(tmp_path, header, cells))
+    pd.testing.assert_frame_equal(table[COLUMNS], canonical)
+
+
+def test_title_lines_above_the_header(tmp_path, canonical):
+    header, cells = VARIANTS["sample:Cell line"]
+    path = tmp_path / "map.csv"
+    text = "Plate map;;;;;\r\nExperiment 12, 2026-11-30;;;;;\r\n;;;;;\r\n"
+    path.write_text(text + table_text(header, cells, ";"), encoding="utf-8")
+    table = read_platemap(path)
+    pd.testing.assert_frame_equal(table[COLUMNS], canonical)
+    warnings = table.attrs["platemap_notes"]["warnings"]
+    assert any("line 1 above the header ignored: Plate map" in w for w in warnings)
+
+
+def test_grid_with_zero_padded_column_numbers(tmp_path, canonical):
+    lines = []
+    for name, value in GRID_BLOCKS:
+        block = grid_rows(name, value)
+        block[0] = [block[0][0]] + [f"{c:02d}" for c in range(1, 13)]
+        lines += block + [[]]
+    path = tmp_path / "layout.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter="\t").writerows(lines)
+    pd.testing.assert_frame_equal(read_platemap(path)[COLUMNS], canonical)
 
 
 def test_known_extra_fields_do_not_change_the_parse(tmp_path, canonical):

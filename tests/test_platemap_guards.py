@@ -178,22 +178,38 @@ def test_row_column_disagreeing_with_the_well_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("well,compound,concentration,unit,role\nA1,x,,nM,sample\n",
-         r"line 2, column 'concentration': sample well A01 has no usable concentration"),
-        ("well,compound,concentration,unit,role\nA1,x,0.1,%,sample\n",
-         r"line 2, column 'concentration': '0.1' % \(percent\) is accepted for vehicle wells"),
-        ("well,compound,concentration,role\nA1,x,\"0,5 uM\",sample\n",
-         r"line 2, column 'concentration': '0,5 uM' has a comma in a comma-separated file"),
-        ("well;compound;concentration;unit;role\nA1;x;10.000;nM;sample\nA2;x;1.000;nM;sample\n",
-         r"'10.000' in a file with decimal commas may be a thousands separator"),
-        ("well;compound;concentration;unit;role\nA1;x;1.000,5;nM;sample\n",
-         r"line 2, column 'concentration': cannot read the number '1.000,5'"),
-        ("well,sample,cell line,role\nA1,a,b,vehicle\n",
-         r"columns 'sample' and 'cell line' both name the sample"),
-        ("well,compound,dose (mg/ml),role\nA1,x,5,sample\n",
-         r"no column was read as one \(columns kept as annotations: \['dose \(mg/ml\)'\]\)"),
-        ("well,compound,concentration\nA1,DMSO,0\nA2,x,\nA3,x,1 uM\n",
-         r"line 3, column 'compound': cannot tell the role of well A02"),
+        (
+            "well,compound,concentration,unit,role\nA1,x,,nM,sample\n",
+            r"line 2, column 'concentration': sample well A01 has no usable concentration",
+        ),
+        (
+            "well,compound,concentration,unit,role\nA1,x,0.1,%,sample\n",
+            r"line 2, column 'concentration': '0.1' % \(percent\) is accepted for vehicle wells",
+        ),
+        (
+            'well,compound,concentration,role\nA1,x,"0,5 uM",sample\n',
+            r"line 2, column 'concentration': '0,5 uM' has a comma in a comma-separated file",
+        ),
+        (
+            "well;compound;concentration;unit;role\nA1;x;10.000;nM;sample\nA2;x;1.000;nM;sample\n",
+            r"'10.000' in a file with decimal commas may be a thousands separator",
+        ),
+        (
+            "well;compound;concentration;unit;role\nA1;x;1.000,5;nM;sample\n",
+            r"line 2, column 'concentration': cannot read the number '1.000,5'",
+        ),
+        (
+            "well,sample,cell line,role\nA1,a,b,vehicle\n",
+            r"columns 'sample' and 'cell line' both name the sample",
+        ),
+        (
+            "well,compound,dose (mg/ml),role\nA1,x,5,sample\n",
+            r"no column was read as one \(columns kept as annotations: \['dose \(mg/ml\)'\]\)",
+        ),
+        (
+            "well,compound,concentration\nA1,DMSO,0\nA2,x,\nA3,x,1 uM\n",
+            r"line 3, column 'compound': cannot tell the role of well A02",
+        ),
         ("well,compound,concentration,role\nA1,x,1 uM,control\n", r"unknown role 'control'"),
         ("well,compound,Dose (nM),unit,role\nA1,x,5,uM,sample\n", r"keep one of them"),
     ],  # fmt: skip
@@ -258,3 +274,13 @@ def test_formula_like_text_is_kept_as_text(tmp_path):
     text = "well,sample,compound,concentration,unit,role,note\nA1,=1+1,DMSO,0,nM,vehicle,@x\n"
     table = read_platemap(write(tmp_path, text))
     assert table["sample"].item() == "=1+1" and table["note"].item() == "@x"
+
+
+def test_no_value_markers(tmp_path):
+    # 'n/a' / '-' on a control is no concentration; on a sample well it is refused
+    text = "well,compound,concentration,role\nA1,DMSO,-,vehicle\nA2,st,n/a,pos\nA3,x,1 uM,sample\n"
+    table = read_platemap(write(tmp_path, text))
+    assert table["concentration_molar"].iloc[0] == 0.0
+    assert np.isnan(table["concentration_molar"].iloc[1])
+    with pytest.raises(InputError, match="line 2, column 'concentration': sample well A01 has no"):
+        read_platemap(write(tmp_path, "well,compound,concentration,role\nA1,x,n/a,sample\n"))

@@ -53,7 +53,7 @@ class _Layout:
     header_unit: str | None
     extras: list[int]
     well_parts: tuple[int, int] | None  # (row, column) headers when there is no well column
-    checked_parts: tuple[int, int] | None  # row/column headers repeated beside a well column
+    checked_parts: tuple[int | None, int | None] | None  # row and/or column beside a well
     meanings: list[HeaderMeaning]
     info: list[str] = field(default_factory=list)
 
@@ -111,22 +111,22 @@ def _resolve_columns(raw: RawTable, path: Path) -> _Layout:
     extras = [i for i, m in enumerate(meanings) if m.field is None]
     parts = _well_parts(raw, extras)
     well_parts = checked_parts = None
-    if parts is not None:
-        extras = [i for i in extras if i not in parts]
-        if "well" in fields:
-            checked_parts = parts
-        else:
-            well_parts = parts
+    if "well" in fields and parts != (None, None):
+        checked_parts = parts
+    elif None not in parts:
+        well_parts = parts
+    extras = [i for i in extras if i not in (well_parts or checked_parts or ())]
     if "role" not in fields:
         _find_role_by_values(raw, meanings, fields, extras, info)
     header_unit = meanings[fields["concentration"]].unit if "concentration" in fields else None
     return _Layout(fields, header_unit, extras, well_parts, checked_parts, meanings, info)
 
 
-def _well_parts(raw: RawTable, extras: list[int]) -> tuple[int, int] | None:
+def _well_parts(raw: RawTable, extras: list[int]) -> tuple[int | None, int | None]:
+    """The ``row`` and ``column`` headers (None where there is not exactly one)."""
     rows = [i for i in extras if compact(raw.header[i]) in _ROW_HEADERS]
     columns = [i for i in extras if compact(raw.header[i]) in _COLUMN_HEADERS]
-    return (rows[0], columns[0]) if len(rows) == 1 and len(columns) == 1 else None
+    return (rows[0] if len(rows) == 1 else None, columns[0] if len(columns) == 1 else None)
 
 
 def _find_role_by_values(raw, meanings, fields, extras, info) -> None:
@@ -179,13 +179,14 @@ def _decimal_texts(raw: RawTable, index: int, path: Path) -> list[str]:
     return out
 
 
+_NO_VALUE = {"-", "--", "—", "na", "n/a", "nan", "none"}
 _NUMBER = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _UNIT_IN_TEXT = re.compile(r"[\d.]\s*([A-Za-zµμ][A-Za-zµμ/]*)\s*$")
 
 
 def _dose_kind(text: str, unit: str) -> str:
     """``blank``, ``zero``, ``percent``, ``words`` (no digits: 'vehicle'), ``dose`` or ``bad``."""
-    if not text:
+    if not text or text.strip().lower() in _NO_VALUE:
         return "blank"
     if "%" in text or unit == "%":
         return "percent"
@@ -334,7 +335,14 @@ def _well_of(raw, layout, row, place, path, geometry) -> str:
         text, header = row[fields["well"]], raw.header[fields["well"]]
     elif layout.well_parts is not None:
         r, c = layout.well_parts
-        text, header = row[r] + row[c], f"{raw.header[r]}/{raw.header[c]}"
+        letters = row[r].strip()
+        if letters.isdigit() and 1 <= int(letters) <= 32:  # rows numbered 1, 2, ... (r01c02)
+            letters = (
+                chr(ord("A") + int(letters) - 1)
+                if int(letters) <= 26
+                else f"A{chr(38 + int(letters))}"
+            )
+        text, header = letters + row[c].strip(), f"{raw.header[r]}/{raw.header[c]}"
     else:
         raise InputError(
             f"{path}: no well column (header: {raw.header}); name it 'well' (A1 or A01) or give "
@@ -344,8 +352,12 @@ def _well_of(raw, layout, row, place, path, geometry) -> str:
         well = normalize_well(text, geometry or PlateGeometry.from_size(1536))
         if layout.checked_parts is not None:
             r, c = layout.checked_parts
-            if normalize_well(row[r] + row[c]) != well:
-                raise InputError(f"row {row[r]!r} / column {row[c]!r} disagree with well {text!r}")
+            letters, number = split_well(well)
+            if (r is not None and row[r].strip().upper() != letters) or (
+                c is not None and row[c].strip().lstrip("0") != str(number)
+            ):
+                given = " / ".join(f"{raw.header[i]} {row[i]!r}" for i in (r, c) if i is not None)
+                raise InputError(f"{given} disagree(s) with well {text!r}")
     except InputError as error:
         raise InputError(f"{path}: {place}, column {header!r}: {error}") from None
     return well
@@ -469,7 +481,9 @@ def read_platemap(
     for parts, what in ((layout.well_parts, "well"), (layout.checked_parts, "checked")):
         if parts is not None:
             read_as = "well (row + column)" if what == "well" else "checked against the well"
-            columns += [{"header": raw.header[i], "read_as": read_as} for i in parts]
+            columns += [
+                {"header": raw.header[i], "read_as": read_as} for i in parts if i is not None
+            ]
     columns += _add_extras(records, raw, layout, warnings)
     records = _select_plate(records, plate, path, info)
     table = pd.DataFrame.from_records(records).drop(columns=["_role_given", "_where"])

@@ -164,9 +164,11 @@ def _long_table(
     csv_lines: bool,
 ) -> RawTable:
     rows = [(where, row) for where, row in rows if any(c.strip() for c in row)]
+    start = _header_row(rows)
+    notes = [f"{rows[i][0]} above the header ignored: {_short(rows[i][1])}" for i in range(start)]
+    rows = rows[start:]
     header_where, header = rows[0]
     header = [h.strip() for h in header]
-    notes = []
     # Excel writes trailing separators: drop columns with neither a header nor a value
     used = [
         i for i, h in enumerate(header)
@@ -195,6 +197,23 @@ def _long_table(
     return RawTable([header[i] for i in used], body, where, description, decimal_comma, notes)
 
 
+def _header_row(rows: list[tuple[str, list[str]]]) -> int:
+    """Index of the header: the first of the first ten rows naming a well (or a row and a
+    column); title lines above it ('Plate map, experiment 12') are skipped."""
+    from screenlib.platemap._vocabulary import FIELD_ALIASES, compact
+
+    for index, (_, row) in enumerate(rows[:10]):
+        names = {compact(c) for c in row}
+        if names & FIELD_ALIASES["well"] or {"row", "column"} <= names:
+            return index
+    return 0
+
+
+def _short(row: list[str]) -> str:
+    text = " | ".join(c.strip() for c in row if c.strip())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 # ---------------------------------------------------------------- plate-layout grids
 
 
@@ -207,7 +226,7 @@ def _grid_columns(row: list[str]) -> int:
     cells = [c.strip() for c in row[1:]]
     while cells and not cells[-1]:
         cells.pop()
-    if len(cells) < 2 or cells != [str(i) for i in range(1, len(cells) + 1)]:
+    if len(cells) < 2 or any(not c.isdigit() or int(c) != i for i, c in enumerate(cells, start=1)):
         return 0
     return len(cells)
 

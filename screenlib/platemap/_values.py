@@ -22,7 +22,11 @@ ROLES = ("sample", "negative_control", "positive_control", "empty")
 # role words, compared after lower-casing and turning spaces, '-' and '.' into '_'
 _ROLE_ALIASES = {
     **dict.fromkeys(
-        ("sample", "samples", "treatment", "treated", "test", "drug", "compound"), "sample"
+        (
+            "sample", "samples", "treatment", "treated", "test", "drug", "compound",
+            "experimental", "unknown",
+        ),
+        "sample",
     ),
     **dict.fromkeys(
         (
@@ -47,7 +51,9 @@ VEHICLE_COMPOUNDS = frozenset({"dmso", "vehicle", "solvent", "vehicle_control", 
 
 
 def _role_key(text: str) -> str:
-    return re.sub(r"[\s\-.]+", "_", str(text).strip().lower()).strip("_")
+    """``"Vehicle (DMSO)"`` -> ``"vehicle"``; ``"neg. control"`` -> ``"neg_control"``."""
+    text = re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", str(text))
+    return re.sub(r"[\s\-.]+", "_", text.strip().lower()).strip("_")
 
 
 def is_role_word(text: str) -> bool:
