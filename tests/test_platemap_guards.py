@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screenlib.doseresponse.table import curve_split_columns, fit_table, plan_curves
+from screenlib.doseresponse.table import (
+    annotation_columns,
+    curve_split_columns,
+    fit_table,
+    plan_curves,
+)
 from screenlib.errors import InputError
 from screenlib.platemap import describe_platemap, read_platemap
 
@@ -162,6 +167,12 @@ def test_clashing_map_goes_through_aggregation_and_fits(tmp_path):
     gating = GatingSettings()
     cells = classify_cells(cells, learn_gates(cells, platemap, gating), gating)
     wells = aggregate_wells(cells, platemap)
+    # only the map's own columns may split curves: a new computed wells column must be an
+    # output name (screenlib.platemap.is_output_column), or this fails
+    assert set(annotation_columns(wells)) == {
+        "map_concentration_molar", "map_n_cells", "map_apoptotic_fraction", "map_flags",
+        "map_notes", "map_ic50_molar",
+    }  # fmt: skip
     assert (wells["n_cells"] > 7).all()  # counted, not the map's 7
     assert (wells["map_n_cells"].astype(str) == "7").all()
     fits = fit_wells(wells, FitSettings())

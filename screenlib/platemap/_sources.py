@@ -245,7 +245,7 @@ def _grid_table(rows: list[tuple[str, list[str]]], description: str, path: Path)
     if not starts_grid:
         return None
     blocks: dict[str, dict[str, str]] = {}
-    notes, lines_of_row, i, n_columns_seen = [], {}, 0, set()
+    notes, i = [], 0
     while i < len(rows):
         place, row = rows[i]
         n_columns = _grid_columns(row)
@@ -267,13 +267,12 @@ def _grid_table(rows: list[tuple[str, list[str]]], description: str, path: Path)
             )
         if name in blocks:
             raise InputError(f"{path}: {place}: a second block named {name!r}")
-        values, n_columns_seen = {}, n_columns_seen | {n_columns}
+        values = {}
         i += 1
         index = 0
         while i < len(rows) and rows[i][1] and rows[i][1][0].strip().upper() == _row_label(index):
             cells = rows[i][1]
             letter = _row_label(index)
-            lines_of_row.setdefault(letter, rows[i][0])
             for column in range(1, n_columns + 1):
                 values[f"{letter}{column:02d}"] = (
                     cells[column].strip() if column < len(cells) else ""
