@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from screenlib.doseresponse.table import (
     annotation_columns,
@@ -295,3 +297,54 @@ def test_no_value_markers(tmp_path):
     assert np.isnan(table["concentration_molar"].iloc[1])
     with pytest.raises(InputError, match="line 2, column 'concentration': sample well A01 has no"):
         read_platemap(write(tmp_path, "well,compound,concentration,role\nA1,x,n/a,sample\n"))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "well",
+                    "A1",
+                    "b02",
+                    "Cell line",
+                    "drug",
+                    "dose (nM)",
+                    "role",
+                    "vehicle",
+                    "pos",
+                    "",
+                    "0",
+                    "10",
+                    "1,5",
+                    "0.1 %",
+                    "µM",
+                    "type",
+                    "=x",
+                    "1",
+                    "2",
+                    "12",
+                    "A",
+                    "B",
+                ]
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([",", ";", "\t"]),
+)
+def test_read_platemap_never_crashes(tmp_path, rows, delimiter):
+    path = tmp_path / "fuzz.csv"
+    path.write_text("\n".join(delimiter.join(r) for r in rows) + "\n", encoding="utf-8")
+    try:
+        table = read_platemap(path)
+    except InputError:
+        return
+    assert set(table["role"]) <= {"sample", "negative_control", "positive_control", "empty"}
+    describe_platemap(table)
