@@ -348,3 +348,17 @@ def test_read_platemap_never_crashes(tmp_path, rows, delimiter):
         return
     assert set(table["role"]) <= {"sample", "negative_control", "positive_control", "empty"}
     describe_platemap(table)
+
+
+def test_a_measurement_column_with_repeated_readings_does_not_split(tmp_path):
+    # saturated readings repeat across doses; one repeated value is not a curve grouping
+    lines = ["well,sample,compound,concentration,unit,role,od570"]
+    for row in "AB":
+        lines.append(f"{row}1,S,DMSO,0,nM,vehicle,1.2")
+        for i, d in enumerate(DOSES):
+            reading = 0.05 if i < 3 else 0.1 * i + (0.01 if row == "B" else 0.0)
+            lines.append(f"{row}{i + 2},S,drug-1,{d * 1e9:.6g},nM,sample,{reading:.3f}")
+    table = read_platemap(write(tmp_path, "\n".join(lines) + "\n"))
+    assert curve_split_columns(table) == ([], ["od570"])
+    fits = fit_table(responses(table, lambda r: 1e-7))
+    assert len(fits) == 1 and fits["od570"].item().startswith("(")

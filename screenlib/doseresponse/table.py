@@ -96,10 +96,11 @@ def curve_split_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Annotation columns that would otherwise pool different wells into one curve.
 
     A column splits the curves when, among the dosed wells of one sample x compound
-    (x readout, timepoint, plate), it has several values and at least one value spans two or
-    more doses: it groups wells into curves (a cell line, a lot, a seeding density). A column
-    whose every value sits on a single dose (a dilution step, a source-plate well) labels
-    points, not curves. Free-text notes (``note``, ``comment``, ...) never split.
+    (x readout, timepoint, plate), at least two of its values each span two or more doses: it
+    groups wells into curves (a cell line, a lot, a seeding density). A column whose values
+    sit on single doses (a dilution step, a source-plate well, a measurement) or mark a few
+    wells of one curve labels points, not curves. Free-text notes (``note``, ``comment``...)
+    never split.
 
     Returns
     -------
@@ -124,7 +125,7 @@ def curve_split_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
         for _, part in grouped:
             if part["value"].nunique() > 1:
                 varies = True
-                spans = spans or bool((part.groupby("value")["dose"].nunique() > 1).any())
+                spans = spans or int((part.groupby("value")["dose"].nunique() > 1).sum()) >= 2
         if varies and spans:
             split.append(column)
         elif varies:
@@ -310,7 +311,7 @@ def _curve_row(keys: dict, curve: pd.DataFrame, result, annotations, split) -> d
     row.update({c: keys[c] for c in split})
     for column in annotations:
         values = [v for v in dict.fromkeys(_text(curve[column])) if v]
-        row[column] = "; ".join(values)
+        row[column] = "; ".join(values) if len(values) <= 5 else f"({len(values)} values)"
     row.update(result.to_row())
     if "well" in curve.columns and result.outlier_indices:
         wells = curve["well"].astype(str).to_numpy()
