@@ -3,6 +3,8 @@ and refuse what cannot be read with the line to fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -362,3 +364,18 @@ def test_a_measurement_column_with_repeated_readings_does_not_split(tmp_path):
     assert curve_split_columns(table) == ([], ["od570"])
     fits = fit_table(responses(table, lambda r: 1e-7))
     assert len(fits) == 1 and fits["od570"].item().startswith("(")
+
+
+def test_platemap_command_previews_a_workbook_sheet(tmp_path, capsys):
+    from screenlib.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "example_plates/milademetan_nb/platemaps"
+    main(["platemap", str(examples / "platemap.xlsx"), "--sheet", "Plate map"])
+    out = capsys.readouterr().out
+    assert "'Cell Line' -> sample" in out and "sheet 'Plate map'" in out
+    assert "Curves to fit (5; each on every readout): sample x compound" in out
+    assert "  A    V  a1  a2" in out  # the plate picture: vehicle, then the top doses
+    with pytest.raises(SystemExit) as stop:
+        main(["platemap", str(examples / "platemap.xlsx"), "--sheet", "Layout"])
+    assert stop.value.code == 2
+    assert "has no sheet 'Layout'" in capsys.readouterr().err
