@@ -3,6 +3,7 @@ and refuse what cannot be read with the line to fix."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -372,7 +373,7 @@ def test_platemap_command_previews_a_workbook_sheet(tmp_path, capsys):
     examples = Path(__file__).resolve().parents[1] / "example_plates/milademetan_nb/platemaps"
     main(["platemap", str(examples / "platemap.xlsx"), "--sheet", "Plate map"])
     out = capsys.readouterr().out
-    assert "'Cell Line' -> sample" in out and "sheet 'Plate map'" in out
+    assert re.search(r"'Cell Line' +-> sample", out) and "sheet 'Plate map'" in out
     assert "Curves to fit (5; each on every readout): sample x compound" in out
     assert "  A    V  a1  a2" in out  # the plate picture: vehicle, then the top doses
     with pytest.raises(SystemExit) as stop:
