@@ -116,6 +116,10 @@ VARIANTS = {
         concentration=("concentration_molar", lambda r: scaled(r["concentration"], -9)),
         unit=(None, None),
     ),
+    "concentration:Compound concentration (µM)": standard_with(
+        concentration=("Compound concentration (µM)", lambda r: scaled(r["concentration"], -3)),
+        unit=(None, None),
+    ),
     "unit:Concentration Unit": standard_with(unit=("Concentration Unit", "unit")),
     # role aliases and role words
     "role:type vehicle/treatment/pos": standard_with(

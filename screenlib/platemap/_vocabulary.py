@@ -26,7 +26,8 @@ FIELD_ALIASES: dict[str, frozenset[str]] = {
     "well": frozenset({"well", "wells", "wellid", "wellname", "position", "wellposition"}),
     "sample": frozenset(
         {
-            "sample", "samplename", "cellline", "celllines", "celllinename", "celltype",
+            "sample", "samplename", "cellline", "celllines", "celllinename", "celllineid",
+            "celltype",
             "line", "cells", "cell",
         }
     ),
@@ -37,7 +38,11 @@ FIELD_ALIASES: dict[str, frozenset[str]] = {
         }
     ),
     "concentration": frozenset(
-        {"concentration", "conc", "dose", "finalconcentration", "finalconc", "concentrationmolar"}
+        {
+            "concentration", "conc", "dose", "finalconcentration", "finalconc",
+            "concentrationmolar", "compoundconcentration", "compoundconc", "drugconcentration",
+            "drugconc", "drugdose",
+        }
     ),
     "unit": frozenset(
         {
