@@ -490,9 +490,10 @@ def test_platemap_conflicting_units_for_one_well(tiny_zarr, tmp_path):
 
 
 def test_platemap_missing_role_column(tiny_zarr, tmp_path):
+    # without roles, a compound at one dose may be a positive control: refused (docs/platemaps.md)
     text = "well,sample,compound,concentration\nA01,SK-N-SH,DMSO,0 nM\nA02,SK-N-SH,m,5 nM\n"
     result, platemap = run_with_platemap(tmp_path, tiny_zarr, text)
-    assert_input_error(result, str(platemap), "line 1", "missing column 'role'", "add it")
+    assert_input_error(result, str(platemap), "line 3", "no role column", "add a 'role' column")
 
 
 def test_platemap_empty_file(tiny_zarr, tmp_path):
@@ -505,12 +506,13 @@ def test_platemap_header_only(tiny_zarr, tmp_path):
     assert_input_error(result, str(platemap), "no wells")
 
 
-@pytest.mark.parametrize("kind", ["utf16_unicode_text", "xlsx_workbook"])
+@pytest.mark.parametrize("kind", ["neither_utf8_nor_cp1252", "xlsx_workbook"])
 def test_platemap_not_utf8(tiny_zarr, tmp_path, kind):
+    # (UTF-16 "Unicode text" and Windows-1252 maps are read: tests/test_platemap_battery.py)
     platemap = tmp_path / "platemap.csv"
     text = PLATEMAP_HEADER + "A01,SK-N-SH,DMSO,0 µM,vehicle\n"
-    if kind == "utf16_unicode_text":  # Excel's "Unicode text"
-        platemap.write_bytes(text.encode("utf-16"))
+    if kind == "neither_utf8_nor_cp1252":  # 0x81 and 0x8d are undefined in Windows-1252
+        platemap.write_bytes(text.encode("utf-8") + b"A02,\x81\x8d\xff,x,1 uM,sample\n")
     else:  # an Excel workbook saved under a .csv name (a zip archive)
         import zipfile
 

@@ -198,9 +198,10 @@ def test_read_platemap_without_geometry_still_names_the_line(tmp_path):
         read_platemap(path)
 
 
-def test_read_platemap_requires_role_column(tmp_path):
+def test_read_platemap_without_roles_refuses_a_one_dose_compound(tmp_path):
+    # without a role column a compound at one dose may be a positive control: refused
     path = write(tmp_path, "well,compound,concentration\nA1,x,1 uM\n")
-    with pytest.raises(InputError, match=r"line 1: missing column 'role'"):
+    with pytest.raises(InputError, match=r"line 2: the map has no role column and compound 'x'"):
         read_platemap(path)
 
 

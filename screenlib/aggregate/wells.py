@@ -234,8 +234,8 @@ def aggregate_wells(
         )
         for row in frame.to_dict("records")
     ]
-    if "plate" in cells.columns and cells["plate"].nunique() == 1:
-        frame.insert(0, "plate", cells["plate"].iloc[0])
+    if "plate" in cells.columns and cells["plate"].nunique() == 1 and "plate" not in frame:
+        frame.insert(0, "plate", cells["plate"].iloc[0])  # (a plate map's own plate column wins)
 
     frame["_row_key"] = frame["row"].map(_row_sort_key)
     frame = frame.sort_values(["timepoint", "_row_key", "column"], ignore_index=True).drop(

@@ -20,6 +20,10 @@ from screenlib.errors import ScreenlibError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "init": ("screenlib.cli.init", "Write a commented assay-settings template for an export."),
     "ingest": ("screenlib.cli.ingest", "Convert a microscope TIFF export into an OME-Zarr plate."),
+    "platemap": (
+        "screenlib.cli.platemap",
+        "Preview how a plate map is read: columns, plate, curves.",
+    ),
     "segment": ("screenlib.cli.segment", "Segment nuclei in one image (to check settings)."),
     "run": (
         "screenlib.cli.run",

@@ -46,6 +46,30 @@ CORE_COLUMNS = (
 )
 
 
+def _with_curve_identity(core: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """The columns that say which curve a row is (``plate``, the plate map's annotations and
+    split columns, ``map_timepoint``) kept in the core beside ``sample`` and ``compound``:
+    without them two curves split by a ``cell_line`` column would look the same."""
+    from dataclasses import fields
+
+    from screenlib.doseresponse.fit import CurveFit
+
+    fitted = {f.name for f in fields(CurveFit)}
+    first_fitted = next((i for i, c in enumerate(fits.columns) if c in fitted), len(fits.columns))
+    identity = [
+        c for c in fits.columns[:first_fitted] if c not in CORE_COLUMNS and c not in core.columns
+    ]
+    if "curve_split_by" in fits.columns:
+        identity.append("curve_split_by")
+    if not identity:
+        return core
+    leading = [c for c in ("plate",) if c in identity]
+    rest = [c for c in identity if c not in leading]
+    keys = [c for c in ("sample", "compound") if c in core.columns]
+    after = [c for c in core.columns if c not in keys]
+    return pd.concat([fits[leading], core[keys], fits[rest], core[after]], axis=1)
+
+
 def split_fit_columns(
     fits: pd.DataFrame, unit: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -102,6 +126,7 @@ def split_fit_columns(
                 ]
         elif column in fits.columns:
             core[column] = fits[column]
+    core = _with_curve_identity(core, fits)
     # an interval only next to a reported IC50 (not beside '> 10 µM' or '>= 2.6 µM')
     if "ic50" in core.columns:
         for column in ("ic50_ci_low", "ic50_ci_high"):

@@ -7,14 +7,27 @@ curve as the zero-dose plateau; positive-control and empty wells are left out.
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from screenlib.doseresponse.controls import full_effect_levels
 from screenlib.doseresponse.fit import fit_curve
 from screenlib.errors import InputError
+from screenlib.platemap import KNOWN_COLUMNS, is_output_column
+from screenlib.platemap._vocabulary import ANNOTATION_HEADERS, compact
 from screenlib.settings import FitSettings
 
-__all__ = ["READOUT_DIRECTIONS", "fit_table", "fit_wells"]
+__all__ = [
+    "READOUT_DIRECTIONS",
+    "annotation_columns",
+    "curve_split_columns",
+    "fit_table",
+    "fit_wells",
+    "plan_curves",
+]
+
+logger = logging.getLogger(__name__)
 
 # which way a known readout moves with an active compound
 READOUT_DIRECTIONS = {
@@ -30,7 +43,9 @@ READOUT_DIRECTIONS = {
     "gr_value": "decreasing",
 }
 _FRACTION_READOUTS = {r for r in READOUT_DIRECTIONS if "fraction" in r}
-_KEY_COLUMNS = ("sample", "compound", "readout", "timepoint")
+# curves never pool across these; annotation columns that vary within a curve split it too
+_OUTER_KEYS = ("plate", "sample", "readout", "timepoint", "map_timepoint")
+_NOT_ANNOTATIONS = frozenset(KNOWN_COLUMNS) | {"readout", "response", "n_positive", "n_total"}
 
 
 def _fit_settings(settings) -> FitSettings:
@@ -49,28 +64,144 @@ def _require(table: pd.DataFrame, columns, what: str) -> None:
         )
 
 
-def _curve_groups(table: pd.DataFrame):
-    """Yield ``(keys, curve_rows)`` per sample x compound (x readout, timepoint) with vehicles."""
+def _text(column: pd.Series) -> pd.Series:
+    return column.astype(object).where(column.notna(), "").astype(str).str.strip()
+
+
+def annotation_columns(table: pd.DataFrame) -> list[str]:
+    """Columns carried from the plate map (or a tidy table) that are not known fields.
+
+    Known fields (:data:`screenlib.platemap.KNOWN_COLUMNS`, ``readout``, ``response``,
+    ``n_positive``, ``n_total``) and output names (``n_cells``, ``fraction_*``, ...; see
+    :func:`screenlib.platemap.is_output_column`) are left out: a plate map's column of such a
+    name is renamed on the way in.
+    """
+    return [
+        c
+        for c in table.columns
+        if isinstance(c, str)
+        and c not in _NOT_ANNOTATIONS
+        and not c.startswith("_")
+        and not is_output_column(c.lower())
+    ]
+
+
+def _vehicle_and_dosed(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     role = table["role"] if "role" in table.columns else pd.Series("sample", index=table.index)
-    concentration = table["concentration_molar"]
+    concentration = pd.to_numeric(table["concentration_molar"], errors="coerce")
     is_vehicle = (role == "negative_control") | ((concentration == 0) & (role == "sample"))
-    is_sample = (role == "sample") & ~is_vehicle
+    return is_vehicle, (role == "sample") & ~is_vehicle
+
+
+def curve_split_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Annotation columns that would otherwise pool different wells into one curve.
+
+    A column splits the curves when, among the dosed wells of one sample x compound
+    (x readout, timepoint, plate), at least two of its values each span two or more doses: it
+    groups wells into curves (a cell line, a lot, a seeding density). A column whose values
+    sit on single doses (a dilution step, a source-plate well, a measurement) or mark a few
+    wells of one curve labels points, not curves. Free-text notes (``note``, ``comment``...)
+    never split.
+
+    Returns
+    -------
+    (split, point_labels)
+        Column names that split curves, and varying columns left as point labels.
+    """
+    candidates = [
+        c for c in annotation_columns(table) if compact(c.removeprefix("map_")) not in
+        ANNOTATION_HEADERS
+    ]  # fmt: skip
+    if not candidates:
+        return [], []
+    _, is_dosed = _vehicle_and_dosed(table)
+    dosed = table[is_dosed]
+    keys = [c for c in (*_OUTER_KEYS, "compound") if c in table.columns]
+    split, labels = [], []
+    for column in candidates:
+        values = _text(dosed[column])
+        frame = pd.DataFrame({"value": values, "dose": dosed["concentration_molar"]})
+        grouped = frame.groupby([dosed[k] for k in keys], dropna=False) if keys else [(0, frame)]
+        varies = spans = False
+        for _, part in grouped:
+            if part["value"].nunique() > 1:
+                varies = True
+                spans = spans or int((part.groupby("value")["dose"].nunique() > 1).sum()) >= 2
+        if varies and spans:
+            split.append(column)
+        elif varies:
+            labels.append(column)
+    return split, labels
+
+
+def _curve_groups(table: pd.DataFrame, split: list[str] | None = None):
+    """Yield ``(keys, curve_rows)`` per sample x compound (x readout, timepoint, plate and the
+    ``split`` columns) with the vehicle rows that belong to it.
+
+    Vehicles of the same sample (and readout, timepoint, plate) join the curve of every
+    compound when their own compound is not a dosed one; with split columns they join the
+    curve with their value, or every curve when their value is no dosed well's.
+    """
+    split = split or []
+    is_vehicle, is_sample = _vehicle_and_dosed(table)
     compound = table["compound"].fillna("").astype(str)
-    outer = [c for c in ("sample", "readout", "timepoint") if c in table.columns]
+    values = {c: _text(table[c]) for c in split}
+    outer = [c for c in _OUTER_KEYS if c in table.columns]
     grouped = table.groupby(outer, dropna=False, sort=True) if outer else [((), table)]
     for outer_keys, part in grouped:
         outer_keys = outer_keys if isinstance(outer_keys, tuple) else (outer_keys,)
         vehicles = part.index[is_vehicle.loc[part.index]]
-        dosed_compounds = compound.loc[part.index][is_sample.loc[part.index]]
-        for name in sorted(dosed_compounds.unique()):
-            own_vehicle = vehicles[
-                (compound.loc[vehicles] == name)
-                | ~compound.loc[vehicles].isin(set(dosed_compounds.unique()))
-            ]
-            rows = part.index[is_sample.loc[part.index] & (compound.loc[part.index] == name)]
+        dosed = part.index[is_sample.loc[part.index]]
+        dosed_compounds = set(compound.loc[dosed])
+        inner = pd.DataFrame(
+            {"compound": compound.loc[dosed], **{c: values[c].loc[dosed] for c in split}}
+        )
+        for inner_keys, members in inner.groupby(["compound", *split], sort=True):
+            inner_keys = inner_keys if isinstance(inner_keys, tuple) else (inner_keys,)
+            name = inner_keys[0]
+            own = (compound.loc[vehicles] == name) | ~compound.loc[vehicles].isin(dosed_compounds)
+            for column, value in zip(split, inner_keys[1:], strict=True):
+                vehicle_values = values[column].loc[vehicles]
+                own &= (vehicle_values == value) | ~vehicle_values.isin(set(inner[column]))
             keys = dict(zip(outer, outer_keys, strict=True))
             keys["compound"] = name
-            yield keys, table.loc[rows.append(own_vehicle)]
+            keys.update(zip(split, inner_keys[1:], strict=True))
+            yield keys, table.loc[members.index.append(vehicles[own.to_numpy()])]
+
+
+def plan_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """The curves a plate map defines, before any image is analysed: one row per curve.
+
+    Columns: the curve's keys (``plate``, ``sample``, ``compound``, ``map_timepoint`` and any
+    split column), ``n_doses``, ``wells_per_dose`` (``"2"`` or ``"1-3"``), ``n_vehicle``,
+    ``lowest_dose_molar`` and ``top_dose_molar``. ``attrs`` carry ``curve_group_columns`` and
+    ``point_label_columns`` as :func:`curve_split_columns` found them.
+    """
+    table = table.copy()
+    for column in ("sample", "compound"):
+        if column not in table.columns:
+            table[column] = ""
+    table["concentration_molar"] = pd.to_numeric(table["concentration_molar"], errors="coerce")
+    split, labels = curve_split_columns(table)
+    _, is_dosed = _vehicle_and_dosed(table)
+    rows = []
+    for keys, curve in _curve_groups(table, split):
+        dosed = curve[is_dosed.loc[curve.index]]["concentration_molar"]
+        per_dose = dosed.value_counts()
+        low, high = (int(per_dose.min()), int(per_dose.max())) if len(per_dose) else (0, 0)
+        row = {k: v for k, v in keys.items() if k != "timepoint"}
+        row.update(
+            n_doses=int(dosed.nunique()),
+            wells_per_dose=str(low) if low == high else f"{low}-{high}",
+            n_vehicle=int(len(curve) - len(dosed)),
+            lowest_dose_molar=float(dosed.min()) if len(dosed) else float("nan"),
+            top_dose_molar=float(dosed.max()) if len(dosed) else float("nan"),
+        )
+        rows.append(row)
+    plan = pd.DataFrame(rows)
+    plan.attrs["curve_group_columns"] = split
+    plan.attrs["point_label_columns"] = labels
+    return plan
 
 
 def fit_table(
@@ -120,47 +251,82 @@ def fit_table(
     table["concentration_molar"] = pd.to_numeric(table["concentration_molar"], errors="coerce")
     if "timepoint" in table.columns and table["timepoint"].nunique(dropna=True) <= 1:
         table = table.drop(columns="timepoint")
+    split, labels = curve_split_columns(table)
+    if split:
+        logger.warning(
+            "curves split by column(s) %s: they take several values among the wells of one "
+            "sample x compound",
+            ", ".join(split),
+        )
+    annotations = [c for c in annotation_columns(table) if c not in split]
     rows = []
     full_effect = full_effect_levels(table)  # positive controls: the plateau to aim for
-    for keys, curve in _curve_groups(table):
+    effect_keys = [c for c in ("sample", "readout", "timepoint") if c in table.columns]
+    for keys, curve in _curve_groups(table, split):
         readout = str(keys.get("readout", "response"))
-        max_response = full_effect.get(tuple(v for k, v in keys.items() if k != "compound"))
+        max_response = full_effect.get(tuple(keys.get(c) for c in effect_keys))
         curve_direction = direction or READOUT_DIRECTIONS.get(readout, "auto")
-        if counts:
-            result = fit_curve(
-                curve["concentration_molar"].to_numpy(float),
-                n_positive=pd.to_numeric(curve["n_positive"], errors="coerce").to_numpy(float),
-                n_total=pd.to_numeric(curve["n_total"], errors="coerce").to_numpy(float),
-                direction=curve_direction,
-                settings=fit_settings,
-                response_bounds=response_bounds,
-                max_response=max_response,
-            )
-        else:
-            result = fit_curve(
-                curve["concentration_molar"].to_numpy(float),
-                pd.to_numeric(curve["response"], errors="coerce").to_numpy(float),
-                direction=curve_direction,
-                settings=fit_settings,
-                response_bounds=response_bounds,
-                max_response=max_response,
-            )
-        row = {"sample": keys.get("sample", ""), "compound": keys["compound"], "readout": readout}
-        if "timepoint" in keys:
-            row["timepoint"] = keys["timepoint"]
-        row.update(result.to_row())
-        if "well" in curve.columns and result.outlier_indices:
-            wells = curve["well"].astype(str).to_numpy()
-            row["outlier_wells"] = ";".join(wells[list(result.outlier_indices)])
-        rows.append(row)
-    columns = ["sample", "compound", "readout"] + (["timepoint"] if "timepoint" in table else [])
+        result = _fit_curve_rows(
+            curve, counts, curve_direction, fit_settings, response_bounds, max_response
+        )
+        rows.append(_curve_row(keys, curve, result, annotations, split))
     result_table = pd.DataFrame(rows)
     if result_table.empty:
-        return pd.DataFrame(columns=columns)
-    if "outlier_wells" not in result_table:
-        result_table["outlier_wells"] = ""
-    result_table["outlier_wells"] = result_table["outlier_wells"].fillna("")
+        columns = ["plate"] if "plate" in table.columns else []
+        columns += ["sample", "compound", "readout"]
+        columns += [c for c in ("timepoint", "map_timepoint") if c in table.columns]
+        result_table = pd.DataFrame(columns=columns)
+    else:
+        if "outlier_wells" not in result_table:
+            result_table["outlier_wells"] = ""
+        result_table["outlier_wells"] = result_table["outlier_wells"].fillna("")
+    if split:
+        result_table["curve_split_by"] = ";".join(split)
+    result_table.attrs["curve_group_columns"] = split
+    result_table.attrs["point_label_columns"] = labels
     return result_table
+
+
+def _fit_curve_rows(
+    curve: pd.DataFrame, counts: bool, direction: str, settings, bounds, max_response=None
+):
+    concentration = curve["concentration_molar"].to_numpy(float)
+    if counts:
+        return fit_curve(
+            concentration,
+            n_positive=pd.to_numeric(curve["n_positive"], errors="coerce").to_numpy(float),
+            n_total=pd.to_numeric(curve["n_total"], errors="coerce").to_numpy(float),
+            direction=direction,
+            settings=settings,
+            response_bounds=bounds,
+            max_response=max_response,
+        )
+    return fit_curve(
+        concentration,
+        pd.to_numeric(curve["response"], errors="coerce").to_numpy(float),
+        direction=direction,
+        settings=settings,
+        response_bounds=bounds,
+        max_response=max_response,
+    )
+
+
+def _curve_row(keys: dict, curve: pd.DataFrame, result, annotations, split) -> dict:
+    """One ``fits.csv`` row: the curve's keys, the fit, and every other annotation column
+    (its value, or its values joined by '; ' when they differ among the curve's wells)."""
+    row = {"plate": keys["plate"]} if "plate" in keys else {}
+    row.update(sample=keys.get("sample", ""), compound=keys["compound"])
+    row["readout"] = str(keys.get("readout", "response"))
+    row.update({k: keys[k] for k in ("timepoint", "map_timepoint") if k in keys})
+    row.update({c: keys[c] for c in split})
+    for column in annotations:
+        values = [v for v in dict.fromkeys(_text(curve[column])) if v]
+        row[column] = "; ".join(values) if len(values) <= 5 else f"({len(values)} values)"
+    row.update(result.to_row())
+    if "well" in curve.columns and result.outlier_indices:
+        wells = curve["well"].astype(str).to_numpy()
+        row["outlier_wells"] = ";".join(wells[list(result.outlier_indices)])
+    return row
 
 
 def _relative_cell_count(wells: pd.DataFrame) -> pd.Series:
@@ -179,6 +345,10 @@ def _relative_cell_count(wells: pd.DataFrame) -> pd.Series:
 def fit_wells(wells: pd.DataFrame, settings=None, t0: pd.DataFrame | None = None) -> pd.DataFrame:
     """Fit ``wells.csv``: one row per sample x compound x readout (``fits.csv``).
 
+    Curves are kept apart by ``plate`` and the plate map's ``map_timepoint`` too, and split by
+    any plate-map column that varies among their wells (see :func:`curve_split_columns`;
+    ``attrs["curve_group_columns"]`` and the ``curve_split_by`` column name them).
+
     Readouts are ``settings.fit.responses`` (default ``apoptotic_fraction`` -- on counts with a
     binomial likelihood when ``binomial_fractions`` -- and ``relative_cell_count``). When
     time-zero counts exist (a ``n_cells_t0`` column or the ``t0`` table) GR metrics are added as
@@ -189,9 +359,10 @@ def fit_wells(wells: pd.DataFrame, settings=None, t0: pd.DataFrame | None = None
     _require(wells, ["sample", "compound", "concentration_molar"], "wells table")
     base_columns = [
         c
-        for c in ("sample", "compound", "concentration_molar", "role", "well", "timepoint")
+        for c in ("plate", "sample", "compound", "concentration_molar", "role", "well")
+        + ("timepoint", "map_timepoint")
         if c in wells.columns
-    ]
+    ] + annotation_columns(wells)
     frames = []
     if "relative_cell_count" not in wells.columns and "n_cells" in wells.columns:
         wells = wells.assign(relative_cell_count=_relative_cell_count(wells))
@@ -220,7 +391,12 @@ def fit_wells(wells: pd.DataFrame, settings=None, t0: pd.DataFrame | None = None
         from screenlib.doseresponse.gr import gr_table
 
         frames.append(gr_table(wells, fit_settings, t0=t0))
+    split = frames[0].attrs.get("curve_group_columns", []) if frames else []
+    labels = frames[0].attrs.get("point_label_columns", []) if frames else []
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=["sample", "compound", "readout"])
-    return pd.concat(frames, ignore_index=True)
+    fits = pd.concat(frames, ignore_index=True)
+    fits.attrs["curve_group_columns"] = split
+    fits.attrs["point_label_columns"] = labels
+    return fits

@@ -207,7 +207,8 @@ def run_experiment(
     with OutputSet(out_dir) as outputs:
         outputs.csv("wells.csv", all_wells)
         core, full = split_fit_columns(fits)
-        core.insert(0, "plate", fits["plate"])
+        if "plate" not in core:
+            core.insert(0, "plate", fits["plate"])
         outputs.csv("fits.csv", core)
         outputs.parquet("fits_full.parquet", full)
         outputs.csv("experiment.csv", spread)
