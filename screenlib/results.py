@@ -128,7 +128,7 @@ class RunResults:
         """
         import matplotlib.pyplot as plt
 
-        from screenlib.report.figures import format_molar
+        from screenlib.doseresponse.units import format_concentration
 
         fit = self.curve(sample, compound, readout)
         readout = str(fit["readout"])
@@ -153,7 +153,7 @@ class RunResults:
         ax.set_xlabel(f"{compound} concentration (M)")
         ax.set_ylabel(readout.replace("_", " "))
         ic50 = fit.get("ic50_molar")
-        label = format_molar(float(ic50)) if pd.notna(ic50) else "not determined"
+        label = format_concentration(float(ic50)) if pd.notna(ic50) else "not determined"
         ax.set_title(f"{sample} — {compound}: IC50 {label}")
         return figure
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ import pandas as pd
 from screenlib.cli._output import write_output
 from screenlib.doseresponse.model import four_parameter_logistic
 from screenlib.doseresponse.units import UNIT_FACTORS, format_concentration
-from screenlib.errors import InputError
 
 READOUT_LABELS = {
     "apoptotic_fraction": "apoptotic fraction",
@@ -23,19 +21,6 @@ READOUT_LABELS = {
     "viability_percent": "viability (%)",
     "gr_value": "GR value",
 }
-
-
-def read_excel_table(path: Path) -> pd.DataFrame:
-    """The first sheet of an ``.xlsx`` workbook (one reader to swap for the plate-map one)."""
-    try:
-        return pd.read_excel(path, sheet_name=0, engine="openpyxl")
-    except ImportError:
-        raise InputError(
-            f"{path}: reading .xlsx needs the openpyxl package (pip install openpyxl), "
-            "or save the sheet as CSV"
-        ) from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise InputError(f"cannot read workbook {path}: {error}") from None
 
 
 def _points(data: pd.DataFrame | None, fit: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -160,4 +145,4 @@ def _html_page(core: pd.DataFrame, png: Path | None) -> str:
     )
 
 
-__all__ = ["curve_figure", "format_concentration", "read_excel_table", "write_fit_outputs"]
+__all__ = ["curve_figure", "format_concentration", "write_fit_outputs"]

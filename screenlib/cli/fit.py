@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import click
@@ -17,15 +16,15 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"{path} is empty; give a table with a header row (sample, compound, "
             "concentration_molar, response)"
         )
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        from screenlib.cli._fit_outputs import read_excel_table
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        from screenlib.platemap import read_dose_table
 
-        return read_excel_table(path)
+        # the plate map's vocabulary and formats: headers as labs write them, CSV in any
+        # dialect and encoding, .xlsx
+        return read_dose_table(path)
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep=None, engine="python")
-    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as error:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:
         raise InputError(f"cannot read table {path}: {error}") from None
 
 

@@ -237,13 +237,12 @@ def run_experiment(
 
 
 def _format_molar(value: Any) -> str:
-    from screenlib.report.figures import format_molar
+    from screenlib.doseresponse.units import format_concentration
 
     try:
-        number = float(value)
+        return format_concentration(float(value))
     except (TypeError, ValueError):
         return "n/a"
-    return format_molar(number) if number == number and number > 0 else "n/a"
 
 
 def experiment_report(

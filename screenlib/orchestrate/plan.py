@@ -88,6 +88,10 @@ class RunPlan:
                 f"  outputs: {plate.out_dir}",
             ]
         lines += [f"note: {note}" for note in self.notes]
+        from screenlib.platemap import describe_platemap
+
+        for plate in self.plates:
+            lines += ["", describe_platemap(plate.platemap)]
         return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from screenlib.orchestrate.execute import execute_fields, gather, open_executor
 from screenlib.orchestrate.finalize import Results, finalize
 from screenlib.orchestrate.outputs import OutputSet, neutralize_formulas
 from screenlib.orchestrate.plan import PlatePlan, RunPlan, check_settings, plan_plate
+from screenlib.platemap import describe_platemap
 from screenlib.settings import AssaySettings
 
 logger = logging.getLogger(__name__)
@@ -586,8 +587,11 @@ def _run_planned(
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
     previous = manifest.pop("previous") or {}
     plate_plan = plan.plates[0]
+    logger.info("%s", describe_platemap(plate_plan.platemap))
     for note in plan.notes:
         logger.warning("%s", note)
+    # the plate-map reader logged its own warnings; they go to run.json and the report too
+    plan.notes.extend(plate_plan.platemap.attrs.get("platemap_notes", {}).get("warnings", []))
     summary = RunSummary(plate=plate_plan.name, out_dir=plan.out_dir, n_fields=plate_plan.n_fields)
     write_json_atomic(plan.out_dir / MANIFEST_NAME, {**previous, **manifest, "status": "preparing"})
     opened = nullcontext(executor) if executor else open_executor(scheduler, n_workers, client)
