@@ -404,7 +404,6 @@ def ingest_export(
     existed = out_zarr.exists()
     plate = create_plate(out_zarr, layout, overwrite=overwrite)
     try:
-
         samples: dict[int, list[np.ndarray]] = {}
 
         def copy(key: ImageKey) -> int:
