@@ -142,8 +142,11 @@ def _require_columns(table: pd.DataFrame, columns: list[str], what: str) -> None
 
 
 def usable_cells(cells: pd.DataFrame, settings: GatingSettings) -> np.ndarray:
-    """Boolean mask of cells that are not debris by area (and have finite features)."""
+    """Boolean mask of cells that are not debris by area or scatter (and have finite
+    features)."""
     mask = np.ones(len(cells), dtype=bool)
+    if "scatter_exclusion" in cells.columns:  # flow events: debris / doublets by scatter
+        mask &= cells["scatter_exclusion"].fillna("").to_numpy(dtype=object) == ""
     if "area_um2" in cells.columns:
         mask &= cells["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2
     for column in (settings.annexin_feature, settings.pi_feature):
