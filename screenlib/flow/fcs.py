@@ -181,7 +181,9 @@ def parse_spillover(text: str, where: str) -> tuple[list[str], np.ndarray]:
     try:
         n = int(parts[0])
     except (ValueError, IndexError):
-        raise InputError(f"{where}: spillover matrix {text[:60]!r} does not start with its size")
+        raise InputError(
+            f"{where}: spillover matrix {text[:60]!r} does not start with its size"
+        ) from None
     if n < 1 or len(parts) != 1 + n + n * n:
         raise InputError(
             f"{where}: spillover matrix of size {n} needs {1 + n + n * n} comma-separated "

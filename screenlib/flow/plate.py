@@ -326,8 +326,7 @@ def read_flow_plate(
         well, well_source = _well_of(data_set, single_file and not one_well_file)
         if well in events:
             raise InputError(
-                f"{data_set.where}: well {well} already read from {source[well]}; each well "
-                "once"
+                f"{data_set.where}: well {well} already read from {source[well]}; each well once"
             )
         source[well] = data_set.where
         notes.extend(data_set.warnings)
