@@ -17,7 +17,13 @@ import pandas as pd
 
 from screenlib.errors import InputError
 from screenlib.flow.plate import FlowPlate
-from screenlib.flow.scatter import DEBRIS, DOUBLET, apply_scatter_gate, learn_scatter_gate
+from screenlib.flow.scatter import (
+    DEBRIS,
+    DOUBLET,
+    SINGLET,
+    apply_scatter_gate,
+    learn_scatter_gate,
+)
 from screenlib.platemap import split_well
 from screenlib.settings import AssaySettings, GatingSettings
 
@@ -26,6 +32,34 @@ def _gating(settings: AssaySettings | GatingSettings | None) -> GatingSettings:
     if settings is None:
         return GatingSettings()
     return settings if isinstance(settings, GatingSettings) else settings.gating
+
+
+_STRINGS = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+
+
+def _repeated_strings(values: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``values[codes]`` as an Arrow string array, built without a Python loop per row."""
+    import pyarrow as pa
+
+    array = pa.DictionaryArray.from_arrays(
+        pa.array(codes, pa.int32()), pa.array(values, pa.string())
+    )
+    return pd.array(array.dictionary_decode(), dtype=_STRINGS)
+
+
+def _cell_ids(wells: pd.api.extensions.ExtensionArray, event: np.ndarray):
+    """``"<well>_f0_t0_<event>"`` per event (the image runs' ``cell_id`` form)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.large_string()
+    joined = pc.binary_join_element_wise(
+        pc.cast(pa.array(wells), text),
+        pa.scalar("_f0_t0_", text),
+        pc.cast(pa.array(event), text),
+        pa.scalar("", text),
+    )
+    return pd.array(joined, dtype=_STRINGS)
 
 
 def _column(plate: FlowPlate, role: str, parts: list[np.ndarray]) -> np.ndarray | None:
@@ -75,7 +109,6 @@ def flow_tables(
     role_of = dict(zip(platemap["well"].astype(str), platemap["role"].astype(str), strict=True))
     parts = [plate.events[w] for w in plate.wells]
     counts = np.array([len(p) for p in parts], dtype=int)
-    wells = np.repeat(np.array(plate.wells, dtype=object), counts)
     event = np.concatenate([np.arange(n) for n in counts]) if len(counts) else np.empty(0, int)
     fsc_a = _column(plate, "fsc_area", parts)
     fsc_h = _column(plate, "fsc_height", parts)
@@ -97,28 +130,32 @@ def flow_tables(
     exclusion = apply_scatter_gate(gate, fsc_a, ssc_a, fsc_h)
 
     name = plate_name or plate.path.stem
-    n = len(wells)
+    n = int(counts.sum())
     nan = np.full(n, np.nan)
+    well_codes = np.repeat(np.arange(len(plate.wells), dtype=np.int32), counts)
     rows, columns = zip(*(split_well(w) for w in plate.wells), strict=True) if n else ((), ())
+    well_strings = _repeated_strings(plate.wells, well_codes)
     cells = pd.DataFrame(
         {
-            "plate": pd.Categorical(np.full(n, name, dtype=object)),
-            "well": wells,
-            "row": np.repeat(np.array(rows, dtype=object), counts),
-            "column": np.repeat(np.array(columns, dtype=int), counts),
+            "plate": _repeated_strings([name], np.zeros(n, dtype=np.int32)),
+            "well": well_strings,
+            "row": _repeated_strings(list(rows), well_codes),
+            "column": np.asarray(columns, dtype=int)[well_codes] if n else np.empty(0, int),
             "field": np.zeros(n, dtype=int),
             "timepoint": np.zeros(n, dtype=int),
             "event": event,
+            "cell_id": _cell_ids(well_strings, event),
             "fsc_a": fsc_a if fsc_a is not None else nan,
             "fsc_h": fsc_h if fsc_h is not None else nan,
             "ssc_a": ssc_a if ssc_a is not None else nan,
         }
     )
-    cells["cell_id"] = cells["well"] + "_f0_t0_" + cells["event"].astype(str)
     for feature in (gating.annexin_feature, gating.bleedthrough_feature):
         cells[feature] = annexin
     cells[gating.pi_feature] = pi
-    cells["scatter_exclusion"] = exclusion
+    labels = [SINGLET, DEBRIS, DOUBLET]
+    exclusion_codes = np.select([exclusion == DEBRIS, exclusion == DOUBLET], [1, 2], 0)
+    cells["scatter_exclusion"] = _repeated_strings(labels, exclusion_codes.astype(np.int32))
 
     fields = _field_table(plate, exclusion, counts, flow.max_excluded_fraction)
     info = gate.to_dict()
