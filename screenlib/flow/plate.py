@@ -70,6 +70,9 @@ class FlowPlate:
         The flow settings used.
     warnings
         Everything that was guessed or repaired, one line each.
+    name
+        Plate name: the files' ``$PLATENAME`` / ``PLATE NAME`` / ``PLATE ID`` when they
+        agree, else the folder's (or file's) name.
     """
 
     path: Path
@@ -81,6 +84,7 @@ class FlowPlate:
     roles: dict[str, str | None]
     settings: FlowSettings = field(default_factory=FlowSettings)
     warnings: list[str] = field(default_factory=list)
+    name: str = ""
 
     def channel(self, role: str) -> np.ndarray | None:
         """Column index of a role's channel (None when the plate has no such channel)."""
@@ -366,6 +370,12 @@ def read_flow_plate(
     for note in notes:
         log.warning("%s: %s", path, note)
     wells = sorted(events, key=lambda w: (len(re.match(r"[A-Z]+", w).group()), w))
+    names = {
+        d.keywords.get(k, "").strip()
+        for d in data_sets
+        for k in ("platename", "plate name", "plate id")
+        if d.keywords.get(k, "").strip()
+    }
     return FlowPlate(
         path=path,
         wells=wells,
@@ -376,4 +386,5 @@ def read_flow_plate(
         roles=roles,
         settings=settings,
         warnings=list(dict.fromkeys(notes)),
+        name=names.pop() if len(names) == 1 else path.stem,
     )

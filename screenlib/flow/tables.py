@@ -88,7 +88,7 @@ def flow_tables(
     settings
         Assay (or gating) settings: the feature column names.
     plate_name
-        Value of the ``plate`` column (default: the folder or file name).
+        Value of the ``plate`` column (default: ``plate.name``).
 
     Returns
     -------
@@ -129,7 +129,7 @@ def flow_tables(
     )
     exclusion = apply_scatter_gate(gate, fsc_a, ssc_a, fsc_h)
 
-    name = plate_name or plate.path.stem
+    name = plate_name or plate.name
     n = int(counts.sum())
     nan = np.full(n, np.nan)
     well_codes = np.repeat(np.arange(len(plate.wells), dtype=np.int32), counts)

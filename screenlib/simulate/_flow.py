@@ -45,6 +45,8 @@ from screenlib.simulate._plate import (
 FLOW_CHANNELS = ("FSC-A", "FSC-H", "SSC-A", "FITC-A", "PE-Texas Red-A", "Time")
 FLOW_LABELS = ("", "", "", "Annexin V-FITC", "PI", "")
 EVENT_CLASSES = (*CELL_CLASSES, "debris", "doublet")
+#: single cells per vehicle well of the committed example (keeps it near 3 MB)
+FLOW_EXAMPLE_EVENTS = 1500
 
 
 @dataclass(frozen=True)
