@@ -187,7 +187,8 @@ def parse_spillover(text: str, where: str) -> tuple[list[str], np.ndarray]:
     if n < 1 or len(parts) != 1 + n + n * n:
         raise InputError(
             f"{where}: spillover matrix of size {n} needs {1 + n + n * n} comma-separated "
-            f"items, found {len(parts)}"
+            f"items, found {len(parts)} — give a compensation matrix, or read without "
+            "compensation (compensation=False)"
         )
     names = parts[1 : 1 + n]
     try:

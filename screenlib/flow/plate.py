@@ -168,7 +168,7 @@ def _pick(channels: list[str], labels: list[str], role: str, given: str | None, 
             return channels[labels.index(given)], "settings"
         raise SettingsError(
             f"flow.{role}_channel = {given!r} is not a channel of {where}; channels: "
-            + ", ".join(f"{c} ({s})" if s else c for c, s in zip(channels, labels, strict=True))
+            + _listing(channels, labels)
         )
     words, detectors = _STAIN_RULES[role]
     for channel, label in zip(channels, labels, strict=True):
@@ -185,7 +185,13 @@ def _pick(channels: list[str], labels: list[str], role: str, given: str | None, 
                     return channel, "detector"
     raise SettingsError(
         f"{where}: no channel found for {role}; set flow.{role}_channel to one of: "
-        + ", ".join(f"{c} ({s})" if s else c for c, s in zip(channels, labels, strict=True))
+        + _listing(channels, labels)
+    )
+
+
+def _listing(channels: list[str], labels: list[str]) -> str:
+    return ", ".join(
+        f"{c} ({s})" if s and s != c else c for c, s in zip(channels, labels, strict=True)
     )
 
 
