@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from screenlib.errors import InputError
+from screenlib.errors import InputError, ScreenlibError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,13 @@ def read_fcs(path: str | Path) -> list[FcsDataSet]:
     InputError
         One line naming the file: not an FCS file, truncated, or a layout flowio cannot read.
     """
-    import flowio
-    from flowio.exceptions import FCSParsingError
+    try:
+        import flowio
+        from flowio.exceptions import FCSParsingError
+    except ImportError:
+        raise ScreenlibError(
+            "reading FCS files needs flowio: pip install 'screenlib[flow]'"
+        ) from None
 
     path = Path(path)
     if not path.is_file():
