@@ -315,3 +315,17 @@ def test_committed_flow_example_is_the_simulator_output_and_gates_within_target(
     both = wells.merge(truth, on="well", suffixes=("", "_true"))
     error = (both["apoptotic_fraction"] - both["apoptotic_fraction_true"]).abs()
     assert error.mean() <= 0.01
+
+
+def test_scatter_gate_figure_draws_the_limits(small_plate, tmp_path):
+    from screenlib.flow.figures import scatter_gate_figure
+
+    platemap = read_platemap(small_plate.platemap)
+    cells, _ = flow_tables(read_flow_plate(small_plate.fcs), platemap, AssaySettings())
+    gate = cells.attrs["scatter_gate"]
+    figure = scatter_gate_figure(cells, gate, vehicle_wells=["A01", "B01"])
+    left, right = figure.axes
+    assert left.get_xscale() == "log" and right.get_ylabel() == "FSC-H"
+    assert any(np.allclose(line.get_xdata(), gate["fsc"]["limit"]) for line in left.lines)
+    figure.savefig(tmp_path / "scatter.png")
+    assert (tmp_path / "scatter.png").stat().st_size > 10_000
