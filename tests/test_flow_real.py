@@ -152,3 +152,37 @@ def test_real_panel_without_annexin_or_pi_asks_for_the_channels():
     message = str(error.value)
     assert "no channel found for pi" in message and "flow.pi_channel" in message
     assert "Y2-A" in message and "\n" not in message
+
+
+def test_real_spill_matrix_is_applied():
+    """A BD file's 4 x 4 $SPILL (FITC into AmCyan 16 %) compensates its channels."""
+    path = INSTRUMENTS / "FCS_3.0_Fortessa_PBS_Specimen_001_A1_A01.fcs"
+    (data_set,) = read_fcs(path)
+    parts = data_set.keywords["spill"].split(",")
+    names = parts[1:5]
+    matrix = np.array(parts[5:], dtype=float).reshape(4, 4)
+    assert names == ["FITC-A", "PerCP-Cy5-5-A", "AmCyan-A", "PE-Texas Red-A"]
+    assert matrix[0, 2] == pytest.approx(0.16)
+    plate = read_flow_plate(path)
+    assert plate.wells == ["A01"] and plate.roles["annexin"] == "FITC-A"
+    assert plate.roles["pi"] == "PE-Texas Red-A"
+    assert plate.metadata["A01"]["compensation"] == "file keyword SPILL"
+    columns = [data_set.channels.index(n) for n in names]
+    expected = data_set.events[:, columns] @ np.linalg.inv(matrix)
+    np.testing.assert_allclose(plate.events["A01"][:, columns], expected, rtol=1e-9)
+    untouched = [i for i in range(len(data_set.channels)) if i not in columns]
+    np.testing.assert_array_equal(plate.events["A01"][:, untouched], data_set.events[:, untouched])
+    raw = read_flow_plate(path, compensation=False).events["A01"]
+    assert not np.allclose(raw[:, columns[2]], plate.events["A01"][:, columns[2]])
+
+
+def test_real_files_of_two_panels_are_refused_as_one_plate(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for source in (YEAST / "Yeast_B1_B01.fcs",
+                   INSTRUMENTS / "FCS_3.0_Fortessa_PBS_Specimen_001_A1_A01.fcs"):  # fmt: skip
+        (folder / source.name).write_bytes(source.read_bytes())
+    with pytest.raises(InputError) as error:
+        read_flow_plate(folder)
+    message = str(error.value)
+    assert "differ" in message and "one plate, one panel" in message and "\n" not in message
