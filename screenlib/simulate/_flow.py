@@ -80,6 +80,8 @@ class FlowEventModel:
     spillover_pi_to_fitc: float = 0.03
     debris_fraction: float = 0.03  # debris events per single cell in a vehicle well
     debris_per_dead_cell: float = 0.3  # extra debris per induced apoptotic/necrotic cell
+    debris_fsc_share: float = 0.1  # debris FSC-A median over a viable cell's
+    debris_sdlog: float = 0.6
     doublet_fraction: float = 0.04
     well_intensity_cv: float = 0.08
 
@@ -128,9 +130,10 @@ def _cells(rng, classes: np.ndarray, model: FlowEventModel, scale: float) -> np.
 
 
 def _debris(rng, n: int, model: FlowEventModel) -> np.ndarray:
-    fsc = _lognormal(rng, 0.07 * model.fsc_median, 0.5, n)
+    # a broad continuum reaching up to the shrunken cells: a few fragments overlap them
+    fsc = _lognormal(rng, model.debris_fsc_share * model.fsc_median, model.debris_sdlog, n)
     height = fsc * _lognormal(rng, model.height_ratio, 0.1, n)
-    ssc = _lognormal(rng, 0.12 * model.ssc_median, 0.6, n)
+    ssc = _lognormal(rng, 0.15 * model.ssc_median, model.debris_sdlog, n)
     annexin = _lognormal(rng, 3000.0, 1.0, n)
     pi = _lognormal(rng, 3000.0, 1.0, n)
     return np.column_stack([fsc, height, ssc, annexin, pi])
