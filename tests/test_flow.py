@@ -329,3 +329,16 @@ def test_scatter_gate_figure_draws_the_limits(small_plate, tmp_path):
     assert any(np.allclose(line.get_xdata(), gate["fsc"]["limit"]) for line in left.lines)
     figure.savefig(tmp_path / "scatter.png")
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
+
+
+def test_header_only_files_count_and_assay_settings_are_accepted(small_plate, tmp_path):
+    """An FCS file without the .fcs suffix is found by its header; assay settings without a
+    flow section read with the default flow settings."""
+    folder = tmp_path / "nosuffix"
+    folder.mkdir()
+    source = next(small_plate.fcs.iterdir())
+    (folder / "MilademetanNB_A01.001").write_bytes(source.read_bytes())
+    (folder / "notes.txt").write_text("FCS3.1 but a text file")
+    assert is_flow_input(folder)
+    plate = read_flow_plate(folder, settings=AssaySettings())
+    assert plate.wells == ["A01"] and plate.settings == FlowSettings()

@@ -27,6 +27,10 @@ from screenlib.platemap import normalize_well
 log = logging.getLogger(__name__)
 
 _FCS_SUFFIXES = (".fcs", ".lmd")
+_OTHER_SUFFIXES = {
+    ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".csv", ".txt", ".md", ".json",
+    ".xml", ".htd", ".mrf", ".mlf", ".zarr", ".parquet", ".xlsx", ".wsp",
+}  # fmt: skip
 # A well at the end of a file name: "..._B10.fcs", "Well_A1.001.fcs", "Yeast_B1_B01.fcs".
 _WELL_IN_NAME = re.compile(r"(?<![A-Za-z0-9])([A-Pa-p]{1,2})(\d{1,2})(?![0-9])")
 
@@ -107,9 +111,18 @@ def is_flow_input(path: str | Path) -> bool:
     path = Path(path)
     if path.is_file():
         return looks_like_fcs(path)
-    if path.is_dir() and not path.name.endswith(".zarr"):
-        return any(_fcs_files(path))
-    return False
+    if not path.is_dir() or path.name.endswith(".zarr"):
+        return False
+    # by name first; headers only of files whose suffix says nothing (an image export has
+    # thousands of TIFFs and no reason to open them here)
+    unknown = []
+    for entry in path.iterdir():
+        suffix = entry.suffix.lower()
+        if suffix in _FCS_SUFFIXES and entry.is_file():
+            return True
+        if suffix not in _OTHER_SUFFIXES and not entry.name.startswith("."):
+            unknown.append(entry)
+    return any(looks_like_fcs(entry) for entry in unknown[:50])
 
 
 def _fcs_files(folder: Path) -> list[Path]:
@@ -117,7 +130,8 @@ def _fcs_files(folder: Path) -> list[Path]:
         p
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and
-        (p.suffix.lower() in _FCS_SUFFIXES or looks_like_fcs(p))
+        (p.suffix.lower() in _FCS_SUFFIXES or
+         (p.suffix.lower() not in _OTHER_SUFFIXES and looks_like_fcs(p)))
     )  # fmt: skip
 
 
@@ -269,11 +283,25 @@ def _compensation_matrix(compensation: Any) -> tuple[list[str], np.ndarray] | No
     return [str(c) for c in frame.columns], frame.to_numpy(dtype=float)
 
 
+def _flow_settings(settings: Any) -> FlowSettings:
+    """FlowSettings from None, FlowSettings, or assay settings (their ``flow`` section)."""
+    if settings is None:
+        return FlowSettings()
+    if isinstance(settings, FlowSettings):
+        return settings
+    section = getattr(settings, "flow", None)
+    if isinstance(section, FlowSettings):
+        return section
+    if hasattr(settings, "gating"):  # assay settings without a flow section: the defaults
+        return FlowSettings()
+    raise SettingsError(f"flow settings must be FlowSettings, got {type(settings).__name__}")
+
+
 def read_flow_plate(
     path: str | Path,
     *,
     compensation: Any = None,
-    settings: FlowSettings | None = None,
+    settings: Any = None,
 ) -> FlowPlate:
     """Read a plate of FCS data.
 
@@ -289,7 +317,8 @@ def read_flow_plate(
         names as index and columns; row = dye, column = detector) or a CSV path of one, used
         for every well.
     settings
-        Channel assignment and scatter-gate settings.
+        Channel assignment and scatter-gate settings: a :class:`FlowSettings`, or assay
+        settings (their ``flow`` section where they have one, else the defaults).
 
     Returns
     -------
@@ -301,7 +330,7 @@ def read_flow_plate(
         One line naming the file: not FCS, unreadable, no well, a well twice, channels that
         differ from the first file's.
     """
-    settings = settings or FlowSettings()
+    settings = _flow_settings(settings)
     path = Path(path)
     if path.is_dir():
         files = _fcs_files(path)
