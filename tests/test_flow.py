@@ -336,7 +336,7 @@ def test_header_only_files_count_and_assay_settings_are_accepted(small_plate, tm
     flow section read with the default flow settings."""
     folder = tmp_path / "nosuffix"
     folder.mkdir()
-    source = next(small_plate.fcs.iterdir())
+    source = small_plate.fcs / "MilademetanNB_A01.fcs"
     (folder / "MilademetanNB_A01.001").write_bytes(source.read_bytes())
     (folder / "notes.txt").write_text("FCS3.1 but a text file")
     assert is_flow_input(folder)
