@@ -342,3 +342,20 @@ def test_header_only_files_count_and_assay_settings_are_accepted(small_plate, tm
     assert is_flow_input(folder)
     plate = read_flow_plate(folder, settings=AssaySettings())
     assert plate.wells == ["A01"] and plate.settings == FlowSettings()
+
+
+def test_the_unchanged_report_is_written_from_a_flow_plate(small_plate, tmp_path):
+    """write_report takes the flow tables as they are (no plate images: no cell crops)."""
+    from screenlib.report import write_report
+
+    plate, cells, fields, wells, gates, platemap, settings = _analyse(
+        small_plate.fcs, small_plate.platemap
+    )
+    report = write_report(
+        tmp_path / "report", plate=None, cells=cells, fields=fields, wells=wells,
+        plate_qc=plate_qc(wells, platemap), gates=gates, fits=fit_wells(wells, settings.fit),
+        settings=settings, run_info={"input": "flow cytometry (FCS)", "plate": str(plate.path)},
+    )  # fmt: skip
+    html = report.read_text()
+    assert "flow cytometry (FCS)" in html and "SK-N-SH" in html
+    assert (tmp_path / "report" / "figures" / "gating_annexin_pi.png").stat().st_size > 10_000
