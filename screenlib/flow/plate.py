@@ -26,7 +26,7 @@ from screenlib.platemap import normalize_well
 
 log = logging.getLogger(__name__)
 
-_FCS_SUFFIXES = (".fcs", ".lmd")
+_FCS_SUFFIXES = (".fcs",)
 _OTHER_SUFFIXES = {
     ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".csv", ".txt", ".md", ".json",
     ".xml", ".htd", ".mrf", ".mlf", ".zarr", ".parquet", ".xlsx", ".wsp",
