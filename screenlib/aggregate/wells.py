@@ -153,7 +153,7 @@ def aggregate_wells(
         | (set(field_summary["timepoint"].astype(int).tolist()) if len(field_summary) else set())
     ) or [0]
     plate_wells = [] if platemap is None else platemap["well"].astype(str).tolist()
-    data_wells = sorted(set(cells["well"]) | set(field_summary["well"].astype(str)))
+    data_wells = sorted(set(cells["well"].unique()) | set(field_summary["well"].astype(str)))
     all_wells = plate_wells + [w for w in data_wells if w not in set(plate_wells)]
     frame = pd.DataFrame([(w, t) for t in timepoints for w in all_wells], columns=_KEYS)
 

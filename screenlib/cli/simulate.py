@@ -61,6 +61,18 @@ def _expand_wells(text: str) -> list[str]:
     help="TIFF compression [none, as the vendors write; zlib with --example].",
 )
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty OUT folder.")
+@click.option(
+    "--flow",
+    is_flag=True,
+    help="Write a flow-cytometry plate instead: one FCS 3.1 file per well (Annexin V-FITC, PI, "
+    "scatter; spillover, debris and doublets) with per-event truth; --example writes the "
+    "committed example_plates/milademetan_flow.",
+)
+@click.option(
+    "--events-per-well",
+    type=click.IntRange(1),
+    help="With --flow: single cells in a vehicle well [10000; 1500 with --example].",
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -77,6 +89,8 @@ def command(
     seed: int | None,
     compression: str | None,
     overwrite: bool,
+    flow: bool,
+    events_per_well: int | None,
 ) -> None:
     """Render a synthetic screening plate with per-cell ground truth into OUT.
 
@@ -104,6 +118,11 @@ def command(
         "seed": seed,
         "compression": compression,
     }
+    if flow:
+        _simulate_flow(ctx, out, example, wells, seed, events_per_well, overwrite, overrides)
+        return
+    if events_per_well is not None:
+        raise InputError("--events-per-well applies to --flow plates only")
     if example:
         given = [name for name, value in overrides.items() if value is not None]
         if given or layout.lower() != "imagexpress":
@@ -142,4 +161,25 @@ def command(
         click.echo(
             f"wrote {result.n_images} images ({result.n_cells} cells) of plate {design.name} "
             f"to {result.images}\nplate map: {result.platemap}\ntruth: {result.truth}"
+        )
+
+
+def _simulate_flow(ctx, out, example, wells, seed, events_per_well, overwrite, overrides):
+    """``--flow``: the example design acquired on a plate cytometer (screenlib.simulate._flow)."""
+    from screenlib.simulate._flow import FLOW_EXAMPLE_EVENTS, simulate_flow_plate
+
+    image_only = [k for k, v in overrides.items() if v is not None and k not in ("wells", "seed")]
+    if image_only:
+        raise InputError(f"--flow plates have no {', '.join(image_only)}; drop them")
+    if example and (wells or seed is not None or events_per_well is not None):
+        raise InputError("--flow --example writes the committed example exactly; drop the rest")
+    design = example_plate_design(**({"seed": seed} if seed is not None else {}))
+    if wells:
+        design = design.restricted_to(_expand_wells(wells))
+    events = events_per_well or (FLOW_EXAMPLE_EVENTS if example else 10000)
+    result = simulate_flow_plate(design, out, events_per_well=events, overwrite=overwrite)
+    if not (ctx.obj and ctx.obj.get("quiet")):
+        click.echo(
+            f"wrote {result.n_events} events ({result.n_cells} single cells) of plate "
+            f"{design.name} to {result.fcs}\nplate map: {result.platemap}\ntruth: {result.truth}"
         )

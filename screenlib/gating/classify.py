@@ -8,7 +8,9 @@ Annexin V-/PI- viable; Annexin V+/PI- early apoptotic; Annexin V+/PI+ late apopt
 * ``no_nuclear_signal``: nuclear-stain integrated intensity <= 0 (not a nucleus);
 * ``missing_measurement``: a gating feature is NaN;
 * ``touches_border``: nucleus cut by the field border (only with
-  ``gating.exclude_border_cells``).
+  ``gating.exclude_border_cells``);
+* ``debris`` / ``doublet``: flow events outside the scatter gate (column
+  ``scatter_exclusion``, written by :func:`screenlib.flow.flow_tables`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def classify_cells(
     nuclear = [c for c in ("hoechst_nucleus_integrated",) if c in out.columns]
     if nuclear:
         reason[~(out[nuclear[0]].to_numpy(dtype=float) > 0)] = "no_nuclear_signal"
+    if "scatter_exclusion" in out.columns:  # flow events: "debris" or "doublet" by scatter
+        scatter = out["scatter_exclusion"].fillna("").astype(str).to_numpy(dtype=object)
+        reason[scatter != ""] = scatter[scatter != ""]
     if "area_um2" in out.columns:
         reason[~(out["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2)] = "small_area"
     cell_class[reason != ""] = DEBRIS

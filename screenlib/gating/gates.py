@@ -142,8 +142,11 @@ def _require_columns(table: pd.DataFrame, columns: list[str], what: str) -> None
 
 
 def usable_cells(cells: pd.DataFrame, settings: GatingSettings) -> np.ndarray:
-    """Boolean mask of cells that are not debris by area (and have finite features)."""
+    """Boolean mask of cells that are not debris by area or scatter (and have finite
+    features)."""
     mask = np.ones(len(cells), dtype=bool)
+    if "scatter_exclusion" in cells.columns:  # flow events: debris / doublets by scatter
+        mask &= cells["scatter_exclusion"].fillna("").to_numpy(dtype=object) == ""
     if "area_um2" in cells.columns:
         mask &= cells["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2
     for column in (settings.annexin_feature, settings.pi_feature):
@@ -156,7 +159,10 @@ def _roles(cells: pd.DataFrame, platemap: pd.DataFrame | None) -> np.ndarray:
         return np.full(len(cells), "sample", dtype=object)
     _require_columns(platemap, ["well", "role"], "plate map")
     role_of = dict(zip(platemap["well"].astype(str), platemap["role"].astype(str), strict=True))
-    return cells["well"].astype(str).map(role_of).fillna("unknown").to_numpy(dtype=object)
+    # look up each distinct well once (a flow plate has a million rows and 96 wells)
+    codes, wells = pd.factorize(cells["well"].astype(str))
+    roles = np.array([role_of.get(well, "unknown") for well in wells] + ["unknown"], dtype=object)
+    return roles[codes]  # code -1 (a missing well) takes the last entry, "unknown"
 
 
 def estimate_bleedthrough(
