@@ -68,6 +68,7 @@ class RunSummary:
     plate: str
     out_dir: Path
     n_fields: int
+    unit: str = "fields"  # what n_fields counts: image fields, or the wells of an FCS plate
     n_fields_computed: int = 0
     n_fields_reused: int = 0
     n_fields_failed: int = 0
@@ -85,7 +86,7 @@ class RunSummary:
         curves = "n/a" if self.n_curves is None else f"{self.n_curves}"
         minutes, seconds = divmod(self.seconds, 60)
         return (
-            f"{self.plate}: {self.n_fields} fields ({self.n_fields_computed} analysed, "
+            f"{self.plate}: {self.n_fields} {self.unit} ({self.n_fields_computed} analysed, "
             f"{self.n_fields_reused} reused, {self.n_fields_failed} failed), "
             f"{self.n_cells:,} cells, {curves} curves, {int(minutes)}m{seconds:04.1f}s"
         )
@@ -461,16 +462,8 @@ def plan_run(
     """
     settings = settings or AssaySettings()
     check_settings(settings)
-    out_dir = Path(out_dir).resolve()  # absolute: workers may run in other folders
-    source = Path(getattr(plate, "path", plate)).resolve()
     platemap_table, platemap_source = _load_platemap(platemap)
-    previous = claim_out_dir(out_dir, [source])
-    earlier = (previous or {}).get("source")
-    if earlier and earlier != str(source) and not overwrite:
-        raise InputError(
-            f"{out_dir} holds the results of another input ({earlier}); choose another --out, "
-            "or pass --overwrite to replace them (fields whose pixels are unchanged are kept)"
-        )
+    out_dir, source, previous = _claim(out_dir, plate, overwrite)
     plate_obj, ingest, notes = open_or_ingest(source, out_dir, previous, progress)
     plan_notes = list(notes)
     plate_plan = plan_plate(
@@ -559,6 +552,8 @@ def run_plate(
     -------
     RunSummary
     """
+    if _is_flow(plate):
+        return _run_flow(plate, platemap, out_dir, settings, overwrite, report, excel)
     plan, plate_obj, manifest = plan_run(plate, platemap, out_dir, settings, progress, overwrite)
     with output_lock(plan.out_dir):
         return _run_planned(
@@ -576,6 +571,43 @@ class _Computed:
     changed: list[str]
     analysis_hash: str
     labels: Any
+
+
+def _is_flow(plate) -> bool:
+    from screenlib.flow import is_flow_input
+
+    path = Path(getattr(plate, "path", plate))
+    return path.exists() and not _is_zarr_plate(path) and is_flow_input(path)
+
+
+def _claim(
+    out_dir, plate, overwrite: bool, parts: bool = True
+) -> tuple[Path, Path, dict[str, Any] | None]:
+    """Resolved output folder and source, and the previous run's manifest (checked)."""
+    out_dir = Path(out_dir).resolve()  # absolute: workers may run in other folders
+    source = Path(getattr(plate, "path", plate)).resolve()
+    previous = claim_out_dir(out_dir, [source], parts=parts)
+    earlier = (previous or {}).get("source")
+    if earlier and earlier != str(source) and not overwrite:
+        raise InputError(
+            f"{out_dir} holds the results of another input ({earlier}); choose another --out, "
+            "or pass --overwrite to replace them (fields whose pixels are unchanged are kept)"
+        )
+    return out_dir, source, previous
+
+
+def _run_flow(plate, platemap, out_dir, settings, overwrite, report, excel) -> RunSummary:
+    """A plate of FCS files (see :mod:`screenlib.orchestrate.flow_run`)."""
+    from screenlib.orchestrate.flow_run import run_flow_plate
+
+    settings = settings or AssaySettings()
+    platemap_table, platemap_source = _load_platemap(platemap)
+    out_dir, source, previous = _claim(out_dir, plate, overwrite, parts=False)
+    with output_lock(out_dir):
+        return run_flow_plate(
+            source, platemap_table, platemap_source, out_dir, settings,
+            previous=previous, report=report, excel=excel,
+        )  # fmt: skip
 
 
 def _run_planned(
