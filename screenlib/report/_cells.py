@@ -27,8 +27,8 @@ _STATISTIC_LABELS = {
 _FEATURE = re.compile(r"^(?P<stain>[a-z0-9_]+?)_(?P<region>nucleus|ring|cell)_(?P<stat>[a-z0-9]+)$")
 
 
-def feature_label(feature: str) -> str:
-    """A measurement column as a person would name it.
+def feature_label(feature: str, *, two_lines: bool = False) -> str:
+    """A measurement column as a person would name it (``two_lines``: for an axis label).
 
     Examples
     --------
@@ -37,14 +37,15 @@ def feature_label(feature: str) -> str:
     >>> feature_label("pi_compensated")
     'PI intensity (nucleus mean, Annexin V bleed-through removed)'
     """
+    separator = "\n" if two_lines else " "
     if feature == "pi_compensated":
-        return "PI intensity (nucleus mean, Annexin V bleed-through removed)"
+        return f"PI intensity{separator}(nucleus mean, Annexin V bleed-through removed)"
     match = _FEATURE.match(feature)
     if match is None:
         return feature.replace("_", " ")
     stain = STAIN_LABELS.get(match["stain"], match["stain"].replace("_", " "))
     statistic = _STATISTIC_LABELS.get(match["stat"], match["stat"])
-    return f"{stain} intensity ({_REGION_LABELS[match['region']]}, {statistic})"
+    return f"{stain} intensity{separator}({_REGION_LABELS[match['region']]}, {statistic})"
 
 
 def failed_field_keys(fields: pd.DataFrame | None) -> set[tuple[str, int, int]]:

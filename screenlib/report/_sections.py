@@ -211,13 +211,13 @@ def plate_maps_section(
         suffix = f" · timepoint {timepoint}" if several else ""
         name_suffix = f"_t{timepoint}" if several else ""
         figures = _headline_maps(at, geometry, writer, suffix, name_suffix)
-        figures += _class_maps(at, geometry, writer, suffix, name_suffix)
         status = {str(r["well"]): well_qc_status(r) for r in at.to_dict("records")}
         status = {well: state for well, state in status.items() if state is not None}
         title = "Well QC" + suffix
         figure = fig.qc_heatmap(status, geometry, title=title)
         png = writer.save(figure, f"plate_qc_flags{name_suffix}")
         figures.append(image(png, title, css_class="plate"))
+        figures += _class_maps(at, geometry, writer, suffix, name_suffix)
         blocks.append({"heading": f"Timepoint {timepoint}" if several else "", "figures": figures})
     return {"note": "", "blocks": blocks}
 
@@ -292,13 +292,13 @@ def extra_sections(experiment: Any, extra: Mapping[str, Any]) -> list[dict[str, 
     for section_id, heading, content in items:
         if content is None:
             continue
-        section = {"id": section_id, "heading": heading, "text": "", "table": None, "items": []}
+        section = {"id": section_id, "heading": heading, "text": "", "table": None, "entries": []}
         if isinstance(content, pd.DataFrame):
             section["table"] = table_view(content)
         elif isinstance(content, Mapping):
             section["table"] = key_value_view(dict(content))
         elif isinstance(content, list | tuple):
-            section["items"] = [text(item) for item in content]
+            section["entries"] = [text(item) for item in content]
         else:
             section["text"] = text(content)
         sections.append(section)

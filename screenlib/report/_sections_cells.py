@@ -191,15 +191,19 @@ def gating_section(cells, wells, gates, settings, writer: FigureWriter) -> dict[
         at = at[at["cell_class"].isin(GALLERY_CLASSES)]
     populations = _populations(at, wells, timepoint, (annexin_feature, pi_feature, gate))
     bleed = finite(value_of(gate, "bleedthrough_annexin_to_pi")) or 0.0
-    pi_label = feature_label("pi_compensated" if bleed and pi_feature == "pi_nucleus_mean"
-                             else pi_feature)  # fmt: skip
+    compensated = bleed and pi_feature == "pi_nucleus_mean"
+    pi_label = feature_label("pi_compensated" if compensated else pi_feature, two_lines=True)
     figure = fig.quadrant_figure(
         populations, annexin_gate=finite(value_of(gate, "annexin_gate")),
-        pi_gate=finite(value_of(gate, "pi_gate")), annexin_label=feature_label(annexin_feature),
-        pi_label=pi_label,
+        pi_gate=finite(value_of(gate, "pi_gate")),
+        annexin_label=feature_label(annexin_feature, two_lines=True), pi_label=pi_label,
     )  # fmt: skip
     png = writer.save(figure, "gating_annexin_pi")
-    section["figure"] = image(png, "Annexin V versus PI with quadrant gates", css_class="wide")
+    shown = [(p["title"], int((np.isfinite(p["annexin"]) & np.isfinite(p["pi"])).sum()))
+             for p in populations]  # fmt: skip
+    caption = "; ".join(f"{title}: n = {n:,} cells" for title, n in shown)
+    section["figure"] = image(png, "Annexin V versus PI with quadrant gates", caption=caption,
+                              css_class="wide")  # fmt: skip
     if not gates:
         return section | {"note": "No gates were given; quadrant shares come from the classes."}
     rows = []

@@ -193,6 +193,9 @@ def fits_section(fits: pd.DataFrame | None) -> dict[str, Any]:
                            ("f_test_p_value", "p (vs flat)")):  # fmt: skip
         if column in fits.columns:
             view[header] = fits[column]
+    for column in ("IC50 / EC50", "95 % interval", "absolute IC50"):
+        if column in view:  # "43.3 nM – 101 nM" stays on one line
+            view[column] = view[column].str.replace(" ", "\u00a0")
     view["flags"] = flags.str.replace(";", ", ")
     flagged = [bool(f.strip()) for f in flags]
     used = sorted({f for value in flags for f in value.split(";") if f})

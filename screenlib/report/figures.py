@@ -285,7 +285,7 @@ def qc_heatmap(
     values = {well: code[state] for well, state in status.items() if state in code}
     grid = _plate_grid(values, geometry)
     grid[~np.isfinite(grid)] = len(QC_STATES)
-    figure, [(axes, colorbar_axes)] = _plate_layout(geometry, legend_width_in=2.2)
+    figure, [(axes, colorbar_axes)] = _plate_layout(geometry, legend_width_in=2.6)
     colorbar_axes.set_visible(False)
     colors = [color for _, color, _ in QC_STATES] + [NO_DATA_COLOR]
     colormap = mcolors.ListedColormap(colors)
@@ -300,7 +300,7 @@ def qc_heatmap(
     handles.append(matplotlib.patches.Patch(color=NO_DATA_COLOR, label=f"no data ({n_no_data})"))
     axes.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-        fontsize=8, labelspacing=0.9,
+        fontsize=10, labelspacing=1.0,
     )  # fmt: skip
     return figure
 
@@ -521,9 +521,10 @@ def quadrant_figure(
     x_width = linear_width(all_x, annexin_gate)
     y_width = linear_width(all_y, pi_gate)
     width = 4.6 * len(populations)
-    figure = Figure(figsize=(width, 4.6))
+    figure = Figure(figsize=(width, 5.0))
+    # room for two-line axis labels (the measurement, then where and how it was taken)
     figure.subplots_adjust(
-        left=0.85 / width, right=1 - 0.2 / width, bottom=0.12, top=0.91, wspace=0.25
+        left=1.0 / width, right=1 - 0.2 / width, bottom=0.16, top=0.9, wspace=0.25
     )
     rng = np.random.default_rng(0)
     finite_x = all_x[np.isfinite(all_x)]

@@ -81,15 +81,15 @@ def composite_rgb(
 
 
 def _crop(image: np.ndarray, center_y: float, center_x: float, half: int) -> np.ndarray:
-    """A ``2*half`` square crop around a point, zero-padded at the image edge."""
-    padded = np.pad(
-        image,
-        [(half, half), (half, half)] + [(0, 0)] * (image.ndim - 2),
-        mode="constant",
-    )
-    y = int(round(center_y)) + half
-    x = int(round(center_x)) + half
-    return padded[y - half : y + half, x - half : x + half]
+    """A ``2*half`` square crop centred on a point; near the image edge the window slides
+    inside the image (the cell sits off-centre) instead of filling the crop with padding."""
+    size = 2 * half
+    padding = [(0, max(0, size - image.shape[0])), (0, max(0, size - image.shape[1]))]
+    if any(after for _, after in padding):  # an image smaller than the crop
+        image = np.pad(image, padding + [(0, 0)] * (image.ndim - 2), mode="constant")
+    y = int(np.clip(round(center_y) - half, 0, image.shape[0] - size))
+    x = int(np.clip(round(center_x) - half, 0, image.shape[1] - size))
+    return image[y : y + size, x : x + size]
 
 
 def _outlined(rgb: np.ndarray, labels: np.ndarray, label: int, zoom: int) -> np.ndarray:
@@ -138,7 +138,7 @@ def choose_example_cells(
         y, x = candidates["centroid_y"], candidates["centroid_x"]
         inside = (y >= margin_px) & (x >= margin_px)
         inside &= (y <= field_shape[0] - margin_px) & (x <= field_shape[1] - margin_px)
-        # a class found only near the border is still shown (padded) rather than hidden
+        # a class found only near the border is still shown (off-centre) rather than hidden
         rescued = ~inside & ~candidates["cell_class"].isin(set(candidates["cell_class"][inside]))
         candidates = candidates[inside | rescued]
     rng = np.random.default_rng(seed)
