@@ -152,11 +152,15 @@ def write_report(
         page_sections.insert(1, {"id": added["id"], "heading": added["heading"], "data": added,
                                  "template": "sections/extra.html.j2"})  # fmt: skip
     elapsed = time.perf_counter() - started
-    document = template_environment().get_template("report.html.j2").render(
-        title=f"Apoptosis screen report — {plate_name}",
-        subtitle=f"screenlib {screenlib.__version__} · {time.strftime('%Y-%m-%d %H:%M')} · "
-        f"report built in {elapsed:.1f} s",
-        sections=page_sections,
+    document = (
+        template_environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"Apoptosis screen report — {plate_name}",
+            subtitle=f"screenlib {screenlib.__version__} · {time.strftime('%Y-%m-%d %H:%M')} · "
+            f"report built in {elapsed:.1f} s",
+            sections=page_sections,
+        )
     )
     return atomic_write_text(out_dir / "report.html", document)  # never half a report
 

@@ -332,4 +332,3 @@ def gates_at(gates: Mapping[Any, Any] | None, timepoint: int) -> Any:
 
 def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-

@@ -43,10 +43,13 @@ _QC_HEADLINE = (
 )
 _WELL_COLUMNS = ("well", "timepoint", "sample", "compound", "concentration_molar", "role",
                  "n_cells", "relative_cell_count", "n_fields_used", "qc_flags")  # fmt: skip
+_WELL_HEADERS = {"concentration_molar": "concentration", "n_cells": "cells",
+                 "relative_cell_count": "cells vs vehicle", "n_fields_used": "fields used",
+                 "qc_flags": "flags"}  # fmt: skip
 
 
 def _per_readout_rows(plate_qc: pd.DataFrame) -> list[dict[str, Any]]:
-    readouts = [c[len("z_prime_"):] for c in plate_qc.columns if c.startswith("z_prime_")]
+    readouts = [c[len("z_prime_") :] for c in plate_qc.columns if c.startswith("z_prime_")]
     rows = []
     for record in plate_qc.to_dict("records"):
         for readout in readouts:
@@ -91,7 +94,7 @@ def _well_tables(wells: pd.DataFrame | None) -> dict[str, Any]:
         if frame.empty:
             return None
         return table_view(frame, columns=_WELL_COLUMNS, formatters=formatters,
-                          headers={"concentration_molar": "concentration"})  # fmt: skip
+                          headers=_WELL_HEADERS)  # fmt: skip
 
     return {"failed": view(flagged), "expected": view(expected),
             "n_failed": len(flagged), "n_expected": len(expected)}  # fmt: skip
@@ -119,7 +122,9 @@ def plate_qc_section(plate_qc, fields, wells) -> dict[str, Any]:
         section["fields"] = {
             "n_failed": len(failed),
             "n": len(fields),
-            "table": table_view(failed, columns=columns, headers={"qc_reason": "why"})
+            "table": table_view(failed, columns=columns, headers={
+                "qc_reason": "why", "n_cells": "objects", "focus_score": "focus score",
+                "saturated_fraction": "saturated share"})
             if len(failed) else None,
         }  # fmt: skip
     section["wells"] = _well_tables(wells)
