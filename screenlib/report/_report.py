@@ -148,9 +148,12 @@ def write_report(
          "template": f"sections/{sid.replace('-', '_')}.html.j2"}
         for sid, heading, data in parts
     ]  # fmt: skip
-    for added in sections.extra_sections(experiment, extra):
-        page_sections.insert(1, {"id": added["id"], "heading": added["heading"], "data": added,
-                                 "template": "sections/extra.html.j2"})  # fmt: skip
+    for position, added in enumerate(sections.extra_sections(experiment, extra), start=1):
+        template = "sections/extra.html.j2"
+        page_sections.insert(
+            position,
+            {"id": added["id"], "heading": added["heading"], "data": added, "template": template},
+        )
     elapsed = time.perf_counter() - started
     document = (
         template_environment()
