@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from screenlib.aggregate.mixture import MIN_VEHICLE_CELLS, MIXTURE_COLUMNS, mixture_fractions
 from screenlib.aggregate.stats import wilson_interval
@@ -113,7 +114,9 @@ def aggregate_wells(
         One row per well and timepoint; see ``docs/architecture.md``. ``qc_flags`` holds
         ``;``-separated flags: ``empty_well``, ``no_cells``, ``too_few_cells``,
         ``fields_excluded``, ``no_fields_used``, ``not_in_platemap``, ``no_vehicle_reference``,
-        ``vehicle_of_other_samples`` (relative count against all vehicle wells).
+        ``vehicle_of_other_samples`` (relative count against all vehicle wells) and
+        ``expected_cell_loss`` (few cells where the biology predicts them: a positive control,
+        or a dose on a dose-dependent loss of cells; informational, not a failure).
 
     Examples
     --------
@@ -228,6 +231,7 @@ def aggregate_wells(
     frame["column"] = frame["column"].astype(int)
 
     _relative_cell_count(frame)
+    frame["_expected_loss"] = _expected_cell_loss(frame)
     frame["qc_flags"] = [
         _flags(
             row, gating.min_cells_per_well, platemap is not None and row["well"] not in plate_wells
@@ -319,6 +323,64 @@ def _relative_cell_count(frame: pd.DataFrame) -> None:
     frame["_no_vehicle"] = ~np.isfinite(reference)
 
 
+def _decreasing_fit(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares non-increasing fit (pool adjacent violators), in input order."""
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for value, weight in zip(values, weights, strict=True):
+        blocks.append([float(value), float(weight), 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            mean_b, weight_b, length_b = blocks.pop()
+            mean_a, weight_a, length_a = blocks[-1]
+            total = weight_a + weight_b
+            pooled = (mean_a * weight_a + mean_b * weight_b) / total
+            blocks[-1] = [pooled, total, length_a + length_b]
+    return np.concatenate([np.full(int(length), mean) for mean, _, length in blocks])
+
+
+def _expected_cell_loss(frame: pd.DataFrame, alpha: float = 0.05) -> np.ndarray:
+    """True where few cells is the expected biology rather than a technical failure.
+
+    A positive control kills cells by design. A sample well is expected to be sparse when its
+    dilution series loses cells with dose (Spearman correlation of ``relative_cell_count``
+    with log dose, vehicle wells of the sample at the low end, negative with p < ``alpha``)
+    and the well holds at least half of what the series' monotone (non-increasing) dose curve
+    predicts at its dose. A sparse well off that curve (a bubble, a pipetting miss) or in a
+    series without dose-dependent loss stays a technical ``too_few_cells``.
+    """
+    role = frame["role"].astype(str).to_numpy()
+    imaged = frame["n_fields_used"].to_numpy() > 0
+    expected = (role == "positive_control") & imaged
+    if not {"sample", "compound", "concentration_molar"} <= set(frame.columns):
+        return expected
+    relative = frame["relative_cell_count"].to_numpy(dtype=float)
+    concentration = pd.to_numeric(frame["concentration_molar"], errors="coerce").to_numpy()
+    usable = imaged & np.isfinite(relative)
+    treated = usable & (role == "sample") & (concentration > 0)
+    vehicle = usable & (role == "negative_control")
+    sample = frame["sample"].fillna("").astype(str).to_numpy()
+    timepoint = frame["timepoint"].to_numpy()
+    series_keys = frame.loc[treated, ["sample", "compound", "timepoint"]].drop_duplicates()
+    for name, compound, tp in series_keys.itertuples(index=False):
+        doses = treated & (sample == str(name)) & (frame["compound"] == compound).to_numpy()
+        doses &= timepoint == tp
+        controls = vehicle & (sample == str(name)) & (timepoint == tp)
+        log_dose = np.log10(concentration[doses])
+        x = np.concatenate([np.full(controls.sum(), log_dose.min() - 1.0), log_dose])
+        y = np.concatenate([relative[controls], relative[doses]])
+        if np.unique(x).size < 3:
+            continue
+        rho, p_value = stats.spearmanr(x, y)
+        if not (rho < 0 and p_value < alpha):
+            continue
+        levels, inverse = np.unique(x, return_inverse=True)
+        medians = np.array([np.median(y[inverse == i]) for i in range(levels.size)])
+        weights = np.bincount(inverse).astype(float)
+        curve = dict(zip(levels, _decreasing_fit(medians, weights), strict=True))
+        predicted = np.array([curve[v] for v in log_dose])
+        expected[np.flatnonzero(doses)] |= relative[doses] >= 0.5 * predicted
+    return expected
+
+
 def _flags(row: dict[str, Any], min_cells: int, not_in_platemap: bool) -> str:
     flags = []
     if not_in_platemap:
@@ -327,7 +389,9 @@ def _flags(row: dict[str, Any], min_cells: int, not_in_platemap: bool) -> str:
         flags.append("empty_well")
     if row["n_fields_used"] == 0:
         flags.append("no_fields_used")
-    if row["n_cells"] == 0:
+    if row["n_cells"] < min_cells and row.get("_expected_loss", False):
+        flags.append("expected_cell_loss")  # the biology, not the assay: shown, not failed
+    elif row["n_cells"] == 0:
         flags.append("no_cells")
     elif row["n_cells"] < min_cells:
         flags.append("too_few_cells")

@@ -36,7 +36,6 @@ CLASS_LABELS = {
     "late_apoptotic": "late apoptotic",
     "necrotic": "necrotic",
 }
-QC_COLORS = ("#2c7fb8", "#f03b20", "#d9d9d9")  # pass, flagged, no data
 
 
 def save_figure(figure: Figure, stem: Path, dpi: int = 120) -> bytes:
@@ -268,31 +267,41 @@ def _draw_markers(axes, geometry: PlateGeometry, markers: Mapping[str, str] | No
             )
 
 
+QC_STATES = (
+    ("pass", "#2c7fb8", "passed"),
+    ("expected", "#c2a5cf", "few cells, expected\n(cytotoxic dose or\npositive control)"),
+    ("caveat", "#fdb863", "usable, with a caveat\n(fields excluded, other\nvehicle reference)"),
+    ("failed", "#d7301f", "failed: too few cells\nwhere none were lost\nto the treatment"),
+)
+NO_DATA_COLOR = "#d9d9d9"
+
+
 def qc_heatmap(
     status: Mapping[str, str], geometry: PlateGeometry, *, title: str = "Well QC"
 ) -> Figure:
-    """Plate map of QC status per well: ``"pass"``, ``"flagged"`` or missing (no data)."""
-    code = {"pass": 0.0, "flagged": 1.0}
-    values = {well: code.get(state, 2.0) for well, state in status.items()}
+    """Plate map of each well's QC state (``QC_STATES``); wells not in ``status`` are grey
+    (no data: not imaged, empty, or every field failed image QC)."""
+    code = {state: float(index) for index, (state, _, _) in enumerate(QC_STATES)}
+    values = {well: code[state] for well, state in status.items() if state in code}
     grid = _plate_grid(values, geometry)
-    grid[~np.isfinite(grid)] = 2.0
-    figure, [(axes, colorbar_axes)] = _plate_layout(geometry, legend_width_in=1.9)
+    grid[~np.isfinite(grid)] = len(QC_STATES)
+    figure, [(axes, colorbar_axes)] = _plate_layout(geometry, legend_width_in=2.6)
     colorbar_axes.set_visible(False)
-    colormap = mcolors.ListedColormap(QC_COLORS)
-    axes.imshow(grid, cmap=colormap, vmin=-0.5, vmax=2.5, aspect="auto")
+    colors = [color for _, color, _ in QC_STATES] + [NO_DATA_COLOR]
+    colormap = mcolors.ListedColormap(colors)
+    axes.imshow(grid, cmap=colormap, vmin=-0.5, vmax=len(colors) - 0.5, aspect="auto")
     figure.suptitle(title, fontsize=12, x=0.02, y=0.99, ha="left", va="top")
+    counts = {state: sum(1 for v in values.values() if v == code[state]) for state in code}
+    n_no_data = geometry.n_rows * geometry.n_columns - len(values)
     handles = [
-        matplotlib.patches.Patch(color=QC_COLORS[0], label="passed"),
-        matplotlib.patches.Patch(color=QC_COLORS[1], label="flagged (see table)"),
-        matplotlib.patches.Patch(color=QC_COLORS[2], label="no data"),
+        matplotlib.patches.Patch(color=color, label=f"{label} ({counts[state]})")
+        for state, color, label in QC_STATES
     ]
+    handles.append(matplotlib.patches.Patch(color=NO_DATA_COLOR, label=f"no data ({n_no_data})"))
     axes.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        frameon=False,
-        fontsize=9,
-    )
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+        fontsize=10, labelspacing=1.0,
+    )  # fmt: skip
     return figure
 
 
@@ -386,6 +395,14 @@ def _draw_dose_response(axes, panel: dict) -> None:
         zorder=3,
         label="replicate wells",
     )
+    second = panel.get("second_response")
+    if second is not None:  # a second estimate of the same read-out, e.g. the mixture model
+        second = np.asarray(second, dtype=float)
+        axes.scatter(
+            np.log10(concentration[dosed]), second[dosed], s=18, marker="D",
+            facecolor="none", edgecolor="#7b3294", zorder=3,
+            label=panel.get("second_label", "second estimate"),
+        )  # fmt: skip
     if (~dosed).any():
         jitter = np.linspace(-0.04, 0.04, int((~dosed).sum())) * span
         axes.scatter(
@@ -504,9 +521,10 @@ def quadrant_figure(
     x_width = linear_width(all_x, annexin_gate)
     y_width = linear_width(all_y, pi_gate)
     width = 4.6 * len(populations)
-    figure = Figure(figsize=(width, 4.6))
+    figure = Figure(figsize=(width, 5.0))
+    # room for two-line axis labels (the measurement, then where and how it was taken)
     figure.subplots_adjust(
-        left=0.85 / width, right=1 - 0.2 / width, bottom=0.12, top=0.91, wspace=0.25
+        left=1.0 / width, right=1 - 0.2 / width, bottom=0.16, top=0.9, wspace=0.25
     )
     rng = np.random.default_rng(0)
     finite_x = all_x[np.isfinite(all_x)]

@@ -26,6 +26,8 @@ STAIN_COLORS = {
 }
 
 
+# crops are shown at least this wide (CSS pixels), zoomed by a whole number
+CROP_DISPLAY_PX = 160
 # below 1 lifts dim structures (a faint Annexin rim) without saturating bright nuclei
 DISPLAY_GAMMA = 0.75
 
@@ -42,6 +44,7 @@ class CellCrop:
     png: bytes
     annexin: float
     pi: float
+    size_px: int = 0  # width of the PNG: shown at this size, never rescaled by the browser
 
 
 def stain_channel_indices(channel_names: list[str], settings: AssaySettings) -> dict[str, int]:
@@ -78,19 +81,20 @@ def composite_rgb(
 
 
 def _crop(image: np.ndarray, center_y: float, center_x: float, half: int) -> np.ndarray:
-    """A ``2*half`` square crop around a point, zero-padded at the image edge."""
-    padded = np.pad(
-        image,
-        [(half, half), (half, half)] + [(0, 0)] * (image.ndim - 2),
-        mode="constant",
-    )
-    y = int(round(center_y)) + half
-    x = int(round(center_x)) + half
-    return padded[y - half : y + half, x - half : x + half]
+    """A ``2*half`` square crop centred on a point; near the image edge the window slides
+    inside the image (the cell sits off-centre) instead of filling the crop with padding."""
+    size = 2 * half
+    padding = [(0, max(0, size - image.shape[0])), (0, max(0, size - image.shape[1]))]
+    if any(after for _, after in padding):  # an image smaller than the crop
+        image = np.pad(image, padding + [(0, 0)] * (image.ndim - 2), mode="constant")
+    y = int(np.clip(round(center_y) - half, 0, image.shape[0] - size))
+    x = int(np.clip(round(center_x) - half, 0, image.shape[1] - size))
+    return image[y : y + size, x : x + size]
 
 
 def _outlined(rgb: np.ndarray, labels: np.ndarray, label: int, zoom: int) -> np.ndarray:
-    """Zoom a crop (nearest neighbour) and draw the cell's outline white, neighbours grey."""
+    """Zoom a crop by an integer factor (nearest neighbour: every pixel a sharp square, no
+    blur) and draw the cell's outline white, its neighbours' grey."""
     big = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
     big_labels = np.repeat(np.repeat(labels, zoom, axis=0), zoom, axis=1)
     others = find_boundaries(np.where(big_labels == label, 0, big_labels), mode="inner")
@@ -107,18 +111,36 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 def choose_example_cells(
-    cells: pd.DataFrame, per_class: int = 6, fields_per_class: int = 2, seed: int = 0
+    cells: pd.DataFrame,
+    per_class: int = 6,
+    fields_per_class: int = 2,
+    seed: int = 0,
+    *,
+    margin_px: int = 0,
+    field_shape: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Example cells per class, drawn from the fields richest in that class.
 
-    Cells touching the image border are skipped. Drawing from few fields keeps the number of
-    fields read small; a fixed seed makes the gallery the same on every run.
+    Cells touching the image border are skipped, and so are cells nearer than ``margin_px``
+    to the border of a ``field_shape`` image (their crop would be padding), unless a class
+    has no other cells. Cells with an ``exclusion_reason`` (debris, fields that failed QC)
+    are never shown. Drawing from few fields keeps the number of fields read small; a fixed
+    seed makes the gallery the same on every run.
     """
     if "cell_class" not in cells.columns or cells.empty:
         return cells.iloc[0:0]
     candidates = cells
+    if "exclusion_reason" in cells.columns:
+        candidates = candidates[candidates["exclusion_reason"].fillna("").astype(str) == ""]
     if "touches_border" in cells.columns:
-        candidates = cells[~cells["touches_border"].astype(bool)]
+        candidates = candidates[~candidates["touches_border"].astype(bool)]
+    if field_shape is not None and margin_px > 0:
+        y, x = candidates["centroid_y"], candidates["centroid_x"]
+        inside = (y >= margin_px) & (x >= margin_px)
+        inside &= (y <= field_shape[0] - margin_px) & (x <= field_shape[1] - margin_px)
+        # a class found only near the border is still shown (off-centre) rather than hidden
+        rescued = ~inside & ~candidates["cell_class"].isin(set(candidates["cell_class"][inside]))
+        candidates = candidates[inside | rescued]
     rng = np.random.default_rng(seed)
     chosen = []
     key = ["well", "field", "timepoint"]
@@ -140,6 +162,18 @@ def choose_example_cells(
             picked.append(in_field.iloc[np.sort(rng.choice(len(in_field), take, replace=False))])
         chosen.append(pd.concat(picked).head(per_class))
     return pd.concat(chosen) if chosen else cells.iloc[0:0]
+
+
+def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um: float) -> int:
+    """Half the crop side (pixels): a large nucleus of the plate plus its Annexin V ring and a
+    little context, so the cell fills most of the crop rather than a corner of padding."""
+    ring_px = settings.ring.ring_width_um / pixel_size_um
+    if "area_px" in cells.columns and cells["area_px"].notna().any():
+        area = float(np.nanpercentile(cells["area_px"].to_numpy(dtype=float), 90))
+        diameter_px = 2.0 * np.sqrt(area / np.pi)
+    else:
+        diameter_px = settings.segmentation.nucleus_diameter_um / pixel_size_um
+    return int(np.clip(np.ceil(0.5 * diameter_px + ring_px + 0.35 * diameter_px), 8, 64))
 
 
 def cell_gallery(
@@ -168,15 +202,17 @@ def cell_gallery(
     in_plate = cells["well"].isin(set(plate.wells))
     if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
         in_plate &= cells["plate"] == plate.name
-    examples = choose_example_cells(cells[in_plate], per_class=per_class)
+    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
+    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
+    half = crop_half_width(cells[in_plate], settings, pixel_size)
+    examples = choose_example_cells(
+        cells[in_plate], per_class=per_class, margin_px=half,
+        field_shape=tuple(plate.shape[-2:]),
+    )  # fmt: skip
     if examples.empty:
         return []
     stain_indices = stain_channel_indices(list(plate.channel_names), settings)
-    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
-    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
-    diameter_px = settings.segmentation.nucleus_diameter_um / pixel_size
-    half = int(np.clip(round(2.0 * diameter_px), 16, 64))
-    zoom = max(1, int(round(128 / (2 * half))))
+    zoom = max(1, -(-CROP_DISPLAY_PX // (2 * half)))  # integer: sharp pixels, no resampling
     annexin_feature = annexin_feature or settings.gating.annexin_feature
     pi_feature = pi_feature or settings.gating.pi_feature
 
@@ -213,6 +249,7 @@ def cell_gallery(
                 png=_png(picture),
                 annexin=float(getattr(row, annexin_feature, np.nan)),
                 pi=float(getattr(row, pi_feature, np.nan)),
+                size_px=int(picture.shape[1]),
             )
         )
     return crops

@@ -1,0 +1,289 @@
+"""The report's second-week fixes: templates, QC-excluded cells, well QC map, GR, mixture
+fraction, readable axes, gallery crops and print layout.
+
+Each test builds real tables (simulated cells classified with learned gates, real per-well
+aggregation and fits, a real Zarr plate for the crops) and reads what ``write_report`` wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+from test_report import GALLERY_WELLS, _chromium, _gallery_plate, _run_chromium
+
+from screenlib.aggregate import aggregate_wells, plate_qc
+from screenlib.doseresponse.table import fit_wells
+from screenlib.gating import classify_cells, learn_gates
+from screenlib.gating.synthetic_cells import example_platemap, simulate_cell_table
+from screenlib.report import write_report
+from screenlib.settings import AssaySettings
+
+REPO = Path(__file__).resolve().parent.parent
+FAILED_FIELD = ("B11", 0, 0)  # the gallery plate's mixed-class field, failed by image QC
+VEHICLE_FAILED_FIELD = ("C01", 1, 0)  # a vehicle field: the gates must not see it
+
+
+def _section(text: str, section_id: str) -> str:
+    return text.split(f'<section id="{section_id}">')[1].split("</section>")[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A simulated plate with two fields that failed QC, finalized as the engine does."""
+    out = tmp_path_factory.mktemp("items")
+    settings = AssaySettings()
+    platemap = example_platemap()
+    # A01 holds the gallery plate's cells, not simulated vehicle cells: not a vehicle well here
+    platemap.loc[platemap["well"] == "A01", ["compound", "role"]] = ["reference", "sample"]
+    cells = simulate_cell_table(platemap, cells_per_well=120, seed=4)
+    fields = cells.groupby(["well", "field", "timepoint"]).size().rename("n_cells").reset_index()
+    fields["qc_pass"] = True
+    fields["qc_reason"] = ""
+    for key in (FAILED_FIELD, VEHICLE_FAILED_FIELD):
+        at = (fields["well"] == key[0]) & (fields["field"] == key[1])
+        fields.loc[at & (fields["timepoint"] == key[2]), ["qc_pass", "qc_reason"]] = [
+            False, "out of focus"]  # fmt: skip
+    # as finalize does: gates only from fields that passed QC
+    passing = fields.loc[fields["qc_pass"], ["well", "field", "timepoint"]]
+    gates = learn_gates(cells.merge(passing), platemap, settings.gating)
+    cells = classify_cells(cells, gates, settings.gating)
+    # the gallery wells' cells replace the simulated ones (their labels exist in the plate)
+    plate, gallery_cells = _gallery_plate(out / "plate.zarr", settings)
+    cells = pd.concat(
+        [cells[~cells["well"].isin(list(GALLERY_WELLS))], gallery_cells], ignore_index=True
+    )
+    fields = fields[~fields["well"].isin(list(GALLERY_WELLS)) | (fields["field"] == 0)]
+    wells = aggregate_wells(cells, platemap, fields, settings)
+    wells["n_cells_t0"] = 40  # counts at the time of treatment: GR metrics
+    fits = fit_wells(wells, settings.fit)
+    path = write_report(
+        out / "run", plate=plate, cells=cells, fields=fields, wells=wells,
+        plate_qc=plate_qc(wells, platemap), gates=gates, fits=fits, settings=settings,
+        run_info={"n_workers": 1},
+    )  # fmt: skip
+    return {"path": path, "text": path.read_text(encoding="utf-8"), "cells": cells,
+            "wells": wells, "gates": gates, "fits": fits, "out": out / "run"}  # fmt: skip
+
+
+# --- #21: templates ---------------------------------------------------------------------------
+
+
+def test_markup_lives_in_package_templates_and_the_css_in_its_own_file(run):
+    templates = resources.files("screenlib.report") / "templates"
+    assert (templates / "report.html.j2").is_file() and (templates / "report.css").is_file()
+    css = (templates / "report.css").read_text(encoding="utf-8")
+    assert css.strip() and css.split("{")[0].strip() in run["text"]  # the CSS is inlined
+    python = "".join(p.read_text() for p in (REPO / "screenlib" / "report").glob("*.py"))
+    assert "<section" not in python and "<table" not in python and "<style" not in python
+
+
+def _has_build_backend() -> bool:
+    try:
+        import setuptools
+        import wheel  # noqa: F401
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 68
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_templates(tmp_path):
+    # what `pip install .` (not editable) installs: the templates must be in the wheel
+    command = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q",
+               "-w", str(tmp_path)]  # fmt: skip
+    if _has_build_backend():  # build offline with what is installed
+        command.append("--no-build-isolation")
+    built = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("screenlib-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("report.html.j2", "macros.html.j2", "report.css",
+                 "sections/summary.html.j2", "sections/gallery.html.j2"):  # fmt: skip
+        assert f"screenlib/report/templates/{name}" in names, name
+
+
+def test_the_lead_can_add_notes_summary_and_sections_all_escaped(tmp_path):
+    evil = "<img src=x onerror=alert(1)>"
+    wells = pd.DataFrame({"well": ["A01", "A02"], "n_cells": [100, 80],
+                          "apoptotic_fraction": [0.1, 0.5], "qc_flags": ["", ""]})  # fmt: skip
+    path = write_report(
+        tmp_path, wells=wells, notes=[f"gate moved {evil}"], platemap_summary=f"map {evil}",
+        experiment=pd.DataFrame({"plate": [f"P1 {evil}"], "z_prime": [0.6]}),
+        operator_notes=[f"checked {evil}"],
+    )  # fmt: skip
+    text = path.read_text(encoding="utf-8")
+    assert evil not in text
+    noticed = _section(text, "notes")
+    assert f"gate moved {html.escape(evil)}" in noticed
+    assert f"map {html.escape(evil)}" in _section(text, "summary")
+    assert f"P1 {html.escape(evil)}" in _section(text, "experiment")
+    assert f"checked {html.escape(evil)}" in _section(text, "operator_notes")
+
+
+# --- #20 item 2: QC-excluded cells ------------------------------------------------------------
+
+
+def test_counted_cells_are_those_behind_the_wells_table(run):
+    summary = _section(run["text"], "summary")
+    counted = int(run["wells"]["n_cells"].sum())
+    assert re.search(rf'<div class="value ">{counted:,}</div>\s*<div class="label">cells counted',
+                     summary), summary  # fmt: skip
+    # a cell marked by finalize (exclusion_reason) is left out even if its field row says pass
+    from screenlib.report._cells import counted_cells
+
+    cells = run["cells"].copy()
+    cells.loc[cells.index[:5], "exclusion_reason"] = "field_failed_qc"
+    kept, left_out = counted_cells(cells, None, AssaySettings())
+    assert len(kept) == int((cells["exclusion_reason"].fillna("") == "").sum())
+    assert left_out["objects"] == len(cells)
+
+
+def test_gating_plot_shows_the_cells_the_gates_were_learned_from(run):
+    gating = _section(run["text"], "gating")
+    learned = int(run["gates"][0].n_control_cells)
+    caption = re.search(r"Vehicle \(\d+ wells\): n = ([\d,]+)", gating)
+    assert caption is not None, gating[:3000]
+    assert int(caption.group(1).replace(",", "")) == learned
+
+
+def test_gallery_shows_no_cell_of_a_failed_field(run):
+    gallery = _section(run["text"], "gallery")
+    well, field, timepoint = FAILED_FIELD
+    assert f"{well} f{field} t{timepoint} #" not in gallery
+    assert re.search(r'alt="viable cell A01 f0 t0 #', gallery)  # the passing field is shown
+
+
+# --- #20 item 3: well QC ----------------------------------------------------------------------
+
+
+def test_few_cells_at_cytotoxic_doses_is_expected_but_an_outlier_is_not():
+    settings = AssaySettings()
+    platemap = example_platemap()
+    cells = simulate_cell_table(platemap, cells_per_well=60, seed=5)
+    outlier = "B03"  # 2 nM, where the series has lost no cells
+    in_outlier = np.flatnonzero(cells["well"] == outlier)
+    cells = cells.drop(index=cells.index[in_outlier[: int(0.8 * in_outlier.size)]])
+    gates = learn_gates(cells, platemap, settings.gating)
+    wells = aggregate_wells(classify_cells(cells, gates, settings.gating), platemap, None,
+                            settings).set_index("well")  # fmt: skip
+    few = wells[wells["n_cells"] < settings.gating.min_cells_per_well]
+    assert outlier in few.index and "too_few_cells" in wells.loc[outlier, "qc_flags"]
+    top_doses = few[(few["role"] == "sample") & (few["concentration_molar"] > 1e-6)]
+    positive = few[few["role"] == "positive_control"]
+    assert len(top_doses) >= 4 and len(positive) >= 2  # the simulation kills at top doses
+    for well in [*top_doses.index, *positive.index]:
+        flags = wells.loc[well, "qc_flags"]
+        assert "expected_cell_loss" in flags and "too_few_cells" not in flags, (well, flags)
+
+
+def _pixels_of(png: Path, color: str) -> int:
+    rgb = imread(png)[..., :3]
+    target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    return int((np.abs(rgb - target).max(axis=-1) < 0.02).sum())
+
+
+def test_wells_without_data_are_grey_and_expected_loss_is_not_red(tmp_path):
+    wells = example_platemap()
+    wells["n_cells"] = 120
+    wells["n_fields_used"] = 2
+    wells["qc_flags"] = ""
+    wells.loc[wells["well"].isin(["B05", "G05"]), ["n_cells", "n_fields_used", "qc_flags"]] = [
+        0, 0, "no_fields_used;no_cells"]  # fmt: skip
+    wells.loc[wells["role"] == "positive_control", ["n_cells", "qc_flags"]] = [
+        20, "expected_cell_loss"]  # fmt: skip
+    write_report(tmp_path, wells=wells)
+    png = tmp_path / "figures" / "plate_qc_flags.png"
+    well_area = 40 * 40  # a 96-well map's well is about 66 x 66 px at 120 dpi
+    assert _pixels_of(png, "#d9d9d9") > 2 * well_area  # the legend's grey
+    from screenlib.report.figures import QC_STATES
+
+    failed = dict((s, c) for s, c, _ in QC_STATES)["failed"]
+    assert _pixels_of(png, failed) < well_area  # the legend's swatch only
+
+
+# --- #20 item 8: what the report shows --------------------------------------------------------
+
+
+def test_gr_metrics_are_reported_when_time_zero_counts_exist(run):
+    gr = _section(run["text"], "gr")
+    assert "GR50" in gr and "GRmax" in gr and "GR AOC" in gr
+    rows = run["fits"][run["fits"]["readout"] == "gr_value"]
+    assert len(rows) >= 2
+    assert gr.count("<tr") == len(rows) + 1
+
+
+def test_mixture_model_fraction_is_shown(run):
+    assert (run["out"] / "figures" / "plate_apoptotic_fraction_mixture.png").exists()
+    assert "mixture model" in _section(run["text"], "dose-response")
+    assert "Apoptotic fraction, mixture model" in _section(run["text"], "plate-maps")
+
+
+def test_gating_axes_and_tables_name_measurements_readably(run):
+    gating = _section(run["text"], "gating")
+    assert "Annexin V intensity (ring around the nucleus, 90th percentile)" in gating
+    assert "annexin_v_ring_p90" not in gating
+    from screenlib.report._cells import feature_label
+
+    assert feature_label("pi_nucleus_mean", two_lines=True) == "PI intensity\n(nucleus, mean)"
+
+
+def test_gallery_crops_are_sharp_centred_and_filled(run):
+    gallery = _section(run["text"], "gallery")
+    crops = re.findall(r'<img src="data:image/png;base64,([^"]+)"[^>]*width="(\d+)"', gallery)
+    assert len(crops) >= 6
+
+    for data, shown in crops:
+        picture = imread(io.BytesIO(base64.b64decode(data)))[..., :3]
+        side = picture.shape[0]
+        assert picture.shape[1] == side == int(shown)  # shown 1:1, never rescaled
+        assert side >= 160
+        # no zero padding: a crop that ran over the field edge has all-black rows or columns
+        dark = picture.max(axis=-1) == 0
+        assert not dark.all(axis=1).any() and not dark.all(axis=0).any()
+        # zoomed by whole pixels without smoothing: the zoom's blocks are mostly one colour
+        zoom = max((z for z in range(2, 17) if side % z == 0 and _flat_blocks(picture, z) > 0.7),
+                   default=1)  # fmt: skip
+        assert zoom >= 2
+        # the cell fills the crop rather than a corner of it (plate pixels: 0.65 µm)
+        nucleus_px = AssaySettings().segmentation.nucleus_diameter_um / 0.65
+        assert side / zoom <= 3.2 * nucleus_px
+
+
+def _flat_blocks(picture: np.ndarray, zoom: int) -> float:
+    n = picture.shape[0] // zoom
+    blocks = picture.reshape(n, zoom, n, zoom, 3)
+    return float(((blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max(axis=-1) == 0).mean())
+
+
+def test_print_stylesheet_and_full_width_curves(run):
+    text = run["text"]
+    print_rules = text.split("@media print")[1]
+    assert re.search(r"nav\s*\{\s*display:\s*none", print_rules)
+    assert re.search(r"figure\.curve img[^{]*\{[^}]*width:\s*100%", text)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")
+def test_report_prints_to_pdf(run, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    printed = _run_chromium(
+        ["--no-pdf-header-footer", f"--print-to-pdf={pdf}", run["path"].resolve().as_uri()],
+        tmp_path / "profile",
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 100_000
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
+        assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 4
