@@ -31,6 +31,8 @@ def test_flow_plate_gives_the_image_outputs(flow_run):
     manifest = json.loads((flow_run / "run.json").read_text())
     assert manifest["input"].startswith("flow cytometry")
     assert not (flow_run / "parts").exists()
+    report = (flow_run / "report.html").read_text(encoding="utf-8")
+    assert "flow cytometry (FCS files)" in report and "Scatter gate" in report
 
 
 def test_flow_fractions_and_ec50_match_the_truth(flow_run):

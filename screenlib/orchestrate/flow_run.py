@@ -87,7 +87,11 @@ def run_flow_plate(
         "scatter_gate": cells.attrs.get("scatter_gate"),
         "n_cells": summary.n_cells,
     }
-    summary.outputs = write_results(results, plan, None, run_info, report=report, excel=excel)
+    scatter = _scatter_figure(cells, platemap) if report else None
+    summary.outputs = write_results(
+        results, plan, None, run_info, report=report, excel=excel,
+        extra_sections={"input": INPUT_KIND, "scatter_gate_(debris_and_doublets)": scatter},
+    )  # fmt: skip
     summary.seconds = time.perf_counter() - started
     write_json_atomic(
         out_dir / MANIFEST_NAME,
@@ -103,6 +107,17 @@ def run_flow_plate(
         },
     )
     return summary
+
+
+def _scatter_figure(cells: pd.DataFrame, platemap: pd.DataFrame):
+    """FSC-A/SSC-A and FSC-A/FSC-H of the vehicle wells with the learned limits."""
+    from screenlib.flow.figures import scatter_gate_figure
+
+    gate = cells.attrs.get("scatter_gate")
+    if not gate:
+        return None
+    vehicle = list(platemap.loc[platemap["role"] == "negative_control", "well"])
+    return scatter_gate_figure(cells, gate, vehicle_wells=vehicle or None)
 
 
 def _plate_plan(plate, source, platemap, platemap_source, out_dir) -> PlatePlan:

@@ -800,6 +800,7 @@ def write_results(
     *,
     report: bool = True,
     excel: bool = False,
+    extra_sections: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Every output of the run, written as one set (see :mod:`outputs`)."""
     from screenlib.report import write_report
@@ -834,7 +835,10 @@ def write_results(
                     gates=results.gates,
                     fits=results.fits,
                     settings=plan.settings,
-                    run_info={**run_info, "notes": plan.notes},
+                    run_info=run_info,
+                    notes=plan.notes,
+                    platemap_summary=describe_platemap(plan.plates[0].platemap),
+                    **(extra_sections or {}),
                 ),
             )
         return outputs.commit({"plate": run_info.get("plate"), "notes": plan.notes})

@@ -105,7 +105,7 @@ def write_report(
     experiment
         A multi-plate summary (DataFrame, mapping, list or text), shown in its own section.
     **extra
-        Further sections by name, each a DataFrame, mapping, list or text.
+        Further sections by name, each a DataFrame, mapping, list, text or matplotlib Figure.
 
     Returns
     -------
@@ -148,7 +148,8 @@ def write_report(
          "template": f"sections/{sid.replace('-', '_')}.html.j2"}
         for sid, heading, data in parts
     ]  # fmt: skip
-    for position, added in enumerate(sections.extra_sections(experiment, extra), start=1):
+    added_sections = sections.extra_sections(experiment, extra, writer)
+    for position, added in enumerate(added_sections, start=1):
         template = "sections/extra.html.j2"
         page_sections.insert(
             position,

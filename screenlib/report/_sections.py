@@ -282,8 +282,11 @@ def run_section(settings, run_info: Mapping[str, Any] | None, plate) -> dict[str
     return {"info": key_value_view(info), "settings_toml": settings_to_toml(settings)}
 
 
-def extra_sections(experiment: Any, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Sections the caller added (``experiment=`` and any other keyword), shown generically."""
+def extra_sections(
+    experiment: Any, extra: Mapping[str, Any], writer: FigureWriter | None = None
+) -> list[dict[str, Any]]:
+    """Sections the caller added (``experiment=`` and any other keyword), shown generically:
+    a table, a key-value table, a list, text, or a matplotlib figure (saved by ``writer``)."""
     items = []
     if experiment is not None:
         items.append(("experiment", "Experiment", experiment))
@@ -292,8 +295,13 @@ def extra_sections(experiment: Any, extra: Mapping[str, Any]) -> list[dict[str, 
     for section_id, heading, content in items:
         if content is None:
             continue
-        section = {"id": section_id, "heading": heading, "text": "", "table": None, "entries": []}
-        if isinstance(content, pd.DataFrame):
+        section = {
+            "id": section_id, "heading": heading, "text": "", "table": None, "entries": [],
+            "figure": None,
+        }  # fmt: skip
+        if isinstance(content, Figure) and writer is not None:
+            section["figure"] = image(writer.save(content, section_id), heading)
+        elif isinstance(content, pd.DataFrame):
             section["table"] = table_view(content)
         elif isinstance(content, Mapping):
             section["table"] = key_value_view(dict(content))
