@@ -371,7 +371,7 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
     for name, value in positive.items():
         if not value > 0:
             raise SettingsError(f"{source}: '{name}' must be positive, got {value}")
-    _check_fit_settings(settings.fit, source)
+    check_fit_settings(settings.fit, source)
     flow = settings.flow
     for key in ("debris_k", "doublet_k"):
         if not getattr(flow, key) > 0:
@@ -393,7 +393,7 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
         )
 
 
-def _check_fit_settings(fit: FitSettings, source: str) -> None:
+def check_fit_settings(fit: FitSettings, source: str = "fit settings") -> None:
     """Raise ``SettingsError`` for fit settings that cannot work (all problems in one line)."""
     problems = []
     if not 0 < fit.hill_min < fit.hill_max:

@@ -669,7 +669,13 @@ def test_cli_errors_name_the_missing_columns(tmp_path, capsys):
     code, text = _run_cli(
         ["fit", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o.csv")], capsys
     )
-    assert code == 2 and "concentration_molar" in text and "dose" in text
+    # 'dose' is read as the concentration (the plate-map vocabulary); a bare number has no unit
+    assert code == 2 and "line 2" in text and "'dose'" in text and "no unit" in text
+    pd.DataFrame({"value": [3, 4]}).to_csv(tmp_path / "bad.csv", index=False)
+    code, text = _run_cli(
+        ["fit", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o.csv")], capsys
+    )
+    assert code == 2 and "concentration" in text and "value" in text, text
     code, text = _run_cli(
         ["fit", str(tmp_path / "bad.csv"), "--mtt", "--out", str(tmp_path / "o.csv")], capsys
     )

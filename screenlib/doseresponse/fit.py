@@ -46,9 +46,9 @@ from screenlib.doseresponse.model import (
     model_and_jacobian,
 )
 from screenlib.doseresponse.units import format_concentration
-from screenlib.errors import InputError, SettingsError
+from screenlib.errors import InputError
 from screenlib.robust import robust_sd
-from screenlib.settings import FitSettings
+from screenlib.settings import FitSettings, check_fit_settings
 
 __all__ = ["CurveFit", "fit_curve", "FLAGS"]
 
@@ -181,24 +181,7 @@ def _power_of_ten(value: float) -> float:
 def _check_settings(settings: FitSettings, direction: str) -> None:
     """Raise ``SettingsError`` for fit settings that cannot work (``InputError`` for an
     unknown direction)."""
-    problems = []
-    if not 0 < settings.hill_min < settings.hill_max:
-        problems.append("'fit.hill_min' must be positive and below 'fit.hill_max'")
-    if not 0 < settings.inactive_p_value < 1:
-        problems.append("'fit.inactive_p_value' must lie between 0 and 1")
-    if not 0 < settings.confidence_level < 1:
-        problems.append("'fit.confidence_level' must lie between 0 and 1")
-    if not 0.5 < settings.plateau_fraction < 1:
-        problems.append("'fit.plateau_fraction' must lie between 0.5 and 1")
-    for name in ("outlier_z", "max_interval_decades", "max_plateau_uncertainty", "n_starts"):
-        if not getattr(settings, name) > 0:
-            problems.append(f"'fit.{name}' must be positive")
-    if not settings.extrapolation_decades >= 0:
-        problems.append("'fit.extrapolation_decades' must not be negative")
-    if settings.fix_hill is not None and not settings.fix_hill != 0:
-        problems.append("'fit.fix_hill' must not be 0")
-    if problems:
-        raise SettingsError("; ".join(problems))
+    check_fit_settings(settings)
     if direction not in ("auto", "decreasing", "increasing"):
         raise InputError(
             f"direction must be 'auto', 'decreasing' or 'increasing', not {direction!r}"
