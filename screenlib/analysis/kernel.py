@@ -22,7 +22,6 @@ from screenlib.analysis.correction import (
     check_flatfield,
     estimate_camera_offset,
     sample_blocks,
-    upsample_nearest,
 )
 from screenlib.analysis.measure import (
     index_cell_regions,
@@ -34,7 +33,12 @@ from screenlib.analysis.measure import (
 from screenlib.analysis.qc import focus_score_at, qc_call, saturated_fraction
 from screenlib.analysis.regions import background_annulus_labels, cell_labels, shared_reach
 from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM
-from screenlib.analysis.segmentation import grid_factor, nucleus_diameter, segment_nuclei_grid
+from screenlib.analysis.segmentation import (
+    grid_factor,
+    nucleus_diameter,
+    refine_outlines,
+    segment_nuclei_grid,
+)
 from screenlib.analysis.stain import Segmenter, Stain
 from screenlib.errors import InputError, PluginError
 from screenlib.settings import AssaySettings
@@ -272,7 +276,7 @@ def analyze_field(
         )
         factor = grid_factor(diameter)
         grids = _grids(channels, factor, offsets, flats)
-        labels_grid = segment_nuclei_grid(
+        found = segment_nuclei_grid(
             grids[nuclear_index],
             factor,
             diameter,
@@ -280,7 +284,16 @@ def analyze_field(
             noise_scale=_noise_scale(flats[nuclear_index], factor),
             pixel_size_um=pixel_size_um,
         )
+        labels_grid = found.labels
         n_cells = int(labels_grid.max())
+        # outlines redrawn at full resolution; intensities stay measured on the grid blocks
+        labels = refine_outlines(
+            found,
+            channels[nuclear_index],
+            factor,
+            flat=flats[nuclear_index],
+            offset=offsets[nuclear_index],
+        )
     else:
         factor = 1
         grids = _grids(channels, 1, offsets, flats)
@@ -288,6 +301,7 @@ def analyze_field(
             segmenter, grids[nuclear_index], pixel_size_um, settings
         )
         diameter = _median_diameter(labels_grid, nucleus_diameter_px)
+        labels = labels_grid
     cells, qc = _measure(
         grids, labels_grid, n_cells, factor, resolved, pixel_size_um, diameter, settings
     )
@@ -304,7 +318,11 @@ def analyze_field(
         "qc_reason": reason,
         "nucleus_diameter_px": float(diameter),
     }
-    labels = upsample_nearest(labels_grid, factor, channels.shape[1:]).astype(np.int32, copy=False)
+    if factor > 1:
+        # the outlines were redrawn at full resolution: the area is that of the labels returned
+        area_px = np.bincount(labels.ravel(), minlength=n_cells + 1)[1 : n_cells + 1]
+        cells["area_px"] = area_px.astype(np.int64)
+        cells["area_um2"] = area_px * (pixel_size_um or np.nan) ** 2
     return FieldResult(labels=labels, cells=cells, qc=qc)
 
 

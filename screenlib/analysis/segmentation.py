@@ -23,6 +23,8 @@ The pipeline works on a grid of pixel blocks where a nucleus is about 7-14 grid 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
@@ -30,7 +32,7 @@ from skimage.segmentation import watershed
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
 from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
 from screenlib.analysis.scale import estimate_nucleus_scale
-from screenlib.analysis.windows import window_max
+from screenlib.analysis.windows import window_max, window_min
 from screenlib.settings import SegmentationSettings
 
 #: nuclei are segmented on a grid where the typical nucleus spans about this many pixels
@@ -40,14 +42,18 @@ NOISE_THRESHOLD_SIGMAS = 5.0
 #: a nucleus' edge lies at this fraction of its own bright level (background-corrected 90th
 #: percentile): the half-maximum edge of a blurred object, robust to bright chromatin spots
 EDGE_FRACTION_OF_PEAK = 0.5
+EDGE_PERCENTILE = 50.0
 #: seeds for splitting clumps come from pixels above this fraction of the local peak
 SPLIT_CORE_FRACTION_OF_PEAK = 0.3
 #: two touching pieces stay one nucleus unless the neck between them (the distance map's
 #: saddle) is narrower than this fraction of the smaller piece's inscribed radius
 NECK_RATIO = 0.75
+#: ... or than this fraction when the two are too big together to be one nucleus
+WIDE_NECK_RATIO = 0.9
+PAIR_AREA_NUCLEI = 1.5
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
-LOCAL_FRACTION_OF_PEAK = 0.5
+LOCAL_FRACTION_OF_PEAK = 0.4
 LOCAL_WINDOW_DIAMETERS = 1.0
 #: objects fainter than this fraction of the typical nucleus' bright level are not nuclei
 #: (faint cytoplasm, autofluorescence); dim nuclei are rarely under a third of bright ones
@@ -190,7 +196,7 @@ def _split_clumps(
         clump_right - clump_left,
     )
     pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
-    pieces, n_markers = _merge_wide_necks(pieces, distance, n_markers)
+    pieces, n_markers = _merge_wide_necks(pieces, distance, n_markers, single_area)
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
     n_orphans = 0
@@ -213,13 +219,16 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _merge_wide_necks(
-    pieces: np.ndarray, distance: np.ndarray, n_pieces: int
+    pieces: np.ndarray, distance: np.ndarray, n_pieces: int, single_area: float
 ) -> tuple[np.ndarray, int]:
     """Merge touching watershed pieces whose shared boundary is not a real neck.
 
     The saddle of two pieces is the highest distance value on their boundary; they are one
     nucleus when it exceeds ``NECK_RATIO`` times the smaller piece's peak distance (inscribed
-    radius). Returns the pieces renumbered 1..M and M.
+    radius), or ``WIDE_NECK_RATIO`` times when together they are no larger than
+    ``PAIR_AREA_NUCLEI`` typical nuclei (``single_area``): a shallow waist splits a pair too
+    big to be one nucleus, but not a large textured nucleus. Returns the pieces renumbered
+    1..M and M.
     """
     if n_pieces < 2:
         return pieces, n_pieces
@@ -242,7 +251,10 @@ def _merge_wide_necks(
     saddles = np.zeros(keys.size, dtype=np.float32)
     np.maximum.at(saddles, inverse, np.concatenate(values))
     pair_low, pair_high = keys // (n_pieces + 1), keys % (n_pieces + 1)
-    wide = saddles > NECK_RATIO * np.minimum(peaks[pair_low], peaks[pair_high])
+    areas = np.bincount(pieces.ravel(), minlength=n_pieces + 1)
+    big = areas[pair_low] + areas[pair_high] > PAIR_AREA_NUCLEI * single_area
+    ratio = np.where(big, WIDE_NECK_RATIO, NECK_RATIO)
+    wide = saddles > ratio * np.minimum(peaks[pair_low], peaks[pair_high])
     if not wide.any():
         return pieces, n_pieces
     from scipy.sparse import coo_matrix
@@ -310,6 +322,92 @@ def _flood_clumps(
     return pieces
 
 
+@dataclass(frozen=True)
+class GridSegmentation:
+    """Nuclei found on a grid of blocks, with each nucleus' edge level for the full image.
+
+    ``labels`` (int32, grid); ``baseline``: the grid's background (and noise level) map to
+    subtract from intensities; ``edge_levels[k]``: nucleus ``k``'s edge, the level above the
+    baseline where its outline lies (index 0 unused); ``floor``: the noise floor above the
+    baseline (a number or a grid map).
+    """
+
+    labels: np.ndarray
+    baseline: np.ndarray
+    edge_levels: np.ndarray
+    floor: float | np.ndarray
+
+
+def refine_outlines(
+    grid: GridSegmentation,
+    image: np.ndarray,
+    factor: int,
+    flat: np.ndarray | None = None,
+    offset: float = 0.0,
+) -> np.ndarray:
+    """Full-resolution labels from grid labels: outlines redrawn pixel by pixel.
+
+    Only the blocks on an outline (a block whose 3 x 3 neighbourhood holds another label) are
+    revisited: each of their pixels goes to the block's nucleus (or, for a background block,
+    the neighbouring one) when its 3 x 3 mean, less the baseline, lies above that nucleus'
+    edge level and the noise floor. Blocks inside nuclei and in the background keep their
+    label, so the cost follows the outlines' length, not the image's size.
+
+    Parameters
+    ----------
+    grid
+        From :func:`segment_nuclei_grid` on ``block_mean(image, factor)``.
+    image
+        The full-resolution nuclear image (any dtype).
+    factor
+        Block size of the grid.
+    flat
+        Flat-field profile the grid image was divided by (full resolution), or None.
+    offset
+        Camera offset removed from the grid image.
+    """
+    shape = image.shape
+    labels = grid.labels
+    full = upsample_nearest(labels, factor, shape).astype(np.int32, copy=False)
+    if factor == 1 or labels.max() == 0:
+        return full
+    compact = labels.astype(np.uint16) if labels.max() < 2**16 else labels
+    highest = window_max(compact, 3)
+    others = np.where(compact > 0, compact, np.iinfo(compact.dtype).max).astype(compact.dtype)
+    lowest = window_min(others, 3)
+    outline = (highest != compact) | ((compact > 0) & (lowest != compact))
+    block_y, block_x = np.nonzero(outline)
+    candidate = np.where(labels[outline] > 0, labels[outline], highest[outline]).astype(np.int32)
+    # the pixels of every outline block with a one-pixel margin: (n, factor + 2, factor + 2)
+    offsets = np.arange(-1, factor + 1)
+    rows = np.clip(block_y[:, None] * factor + offsets[None, :], 0, shape[0] - 1)
+    cols = np.clip(block_x[:, None] * factor + offsets[None, :], 0, shape[1] - 1)
+    values = image[rows[:, :, None], cols[:, None, :]].astype(np.float32)
+    values -= np.float32(offset)
+    if flat is not None:
+        values /= flat[rows[:, :, None], cols[:, None, :]]
+    # 3 x 3 mean of every inner pixel
+    summed = values[:, :-2] + values[:, 1:-1] + values[:, 2:]
+    mean = (summed[:, :, :-2] + summed[:, :, 1:-1] + summed[:, :, 2:]) * np.float32(1.0 / 9.0)
+    level = grid.edge_levels[candidate]
+    if np.ndim(grid.floor):
+        level = np.maximum(level, np.asarray(grid.floor)[block_y, block_x])
+    else:
+        level = np.maximum(level, grid.floor)
+    above = mean - grid.baseline[block_y, block_x][:, None, None] > level[:, None, None]
+    new = np.where(above, candidate[:, None, None], 0).astype(np.int32)
+    inner_rows, inner_cols = rows[:, 1:-1], cols[:, 1:-1]
+    # blocks at the image's far edge may reach past it: those pixels are clipped duplicates
+    valid = (block_y[:, None] * factor + np.arange(factor) < shape[0])[:, :, None] & (
+        block_x[:, None] * factor + np.arange(factor) < shape[1]
+    )[:, None, :]
+    full[
+        np.broadcast_to(inner_rows[:, :, None], new.shape)[valid],
+        np.broadcast_to(inner_cols[:, None, :], new.shape)[valid],
+    ] = new[valid]
+    return full
+
+
 def segment_nuclei(
     nuclear_image: np.ndarray,
     pixel_size_um: float | None = None,
@@ -350,10 +448,10 @@ def segment_nuclei(
         raise ValueError(f"nuclear_image must be 2-D (Y, X), got shape {image.shape}")
     diameter, _ = nucleus_diameter(image, pixel_size_um, settings, nucleus_diameter_px)
     factor = grid_factor(diameter)
-    labels = segment_nuclei_grid(
+    grid = segment_nuclei_grid(
         block_mean(image, factor), factor, diameter, settings, pixel_size_um=pixel_size_um
     )
-    return upsample_nearest(labels, factor, image.shape)
+    return refine_outlines(grid, image, factor)
 
 
 def nucleus_diameter(
@@ -438,8 +536,9 @@ def segment_nuclei_grid(
 
     Returns
     -------
-    ndarray of int32
-        Labels on the grid; ``upsample_nearest`` gives the full-resolution label image.
+    GridSegmentation
+        Labels on the grid, and what :func:`refine_outlines` needs to draw them at full
+        resolution.
     """
     settings = settings or SegmentationSettings()
     diameter = diameter_px / factor
@@ -451,7 +550,8 @@ def segment_nuclei_grid(
     if smoothing > 0.6:
         # block averaging already smooths by about half a grid pixel
         coarse = ndi.gaussian_filter(coarse, np.sqrt(smoothing**2 - 0.25), mode="nearest")
-    signal = coarse - smooth_background(coarse, block_px=int(round(diameter)), window_blocks=5)
+    background = smooth_background(coarse, block_px=int(round(diameter)), window_blocks=5)
+    signal = coarse - background
     if noise_scale is None:
         level, noise = background_noise(signal)
         signal -= level
@@ -487,7 +587,12 @@ def segment_nuclei_grid(
         foreground=foreground,
     )
     low, high = area_limits_px(diameter_px, pixel_size_um, settings)
-    return _filter_sizes(labels, low / factor**2, high / factor**2, foreground)
+    labels, new_ids = _filter_sizes(labels, low / factor**2, high / factor**2, foreground)
+    edges = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    edges[new_ids[1:]] = np.maximum(EDGE_FRACTION_OF_PEAK * bright[1 : new_ids.size], 0)
+    edges[0] = np.inf
+    baseline = level if noise_scale is None else level * noise_scale
+    return GridSegmentation(labels, background + baseline, edges, floor)
 
 
 def _refine_edges(
@@ -510,7 +615,8 @@ def _refine_edges(
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     present = counts > 0
     peaks = np.zeros(n_labels + 1, dtype=np.float32)
-    peaks[present] = values[order][starts[present] + (0.9 * (counts[present] - 1)).astype(int)]
+    rank = (EDGE_PERCENTILE / 100.0 * (counts[present] - 1)).astype(np.int64)
+    peaks[present] = values[order][starts[present] + rank]
     lowest = EDGE_FRACTION_OF_PEAK * peaks[object_ids]
     if np.ndim(floor):
         np.maximum(lowest, np.asarray(floor).ravel()[foreground], out=lowest)
@@ -591,7 +697,7 @@ def _filter_sizes(
     labels: np.ndarray, min_area: float, max_area: float, foreground: np.ndarray
 ) -> np.ndarray:
     """Drop objects outside the area limits (grid pixels) and renumber 1..N (``foreground``
-    as in :func:`_merge_fragments`)."""
+    as in :func:`_merge_fragments`); also returns the new id of every old one (0: dropped)."""
     object_ids = labels.ravel()[foreground]
     area = np.bincount(object_ids, minlength=1)
     keep = (area >= min_area) & (area <= max_area)
@@ -600,4 +706,4 @@ def _filter_sizes(
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     filtered = np.zeros(labels.shape, dtype=np.int32)
     filtered.ravel()[foreground] = new_ids[object_ids]
-    return filtered
+    return filtered, new_ids
