@@ -287,7 +287,7 @@ def analyze_field(
         labels_grid = found.labels
         n_cells = int(labels_grid.max())
         # outlines redrawn at full resolution; intensities stay measured on the grid blocks
-        labels = refine_outlines(
+        labels, area_change = refine_outlines(
             found,
             channels[nuclear_index],
             factor,
@@ -301,7 +301,7 @@ def analyze_field(
             segmenter, grids[nuclear_index], pixel_size_um, settings
         )
         diameter = _median_diameter(labels_grid, nucleus_diameter_px)
-        labels = labels_grid
+        labels, area_change = labels_grid, np.zeros(n_cells + 1, dtype=np.int64)
     cells, qc = _measure(
         grids, labels_grid, n_cells, factor, resolved, pixel_size_um, diameter, settings
     )
@@ -318,11 +318,10 @@ def analyze_field(
         "qc_reason": reason,
         "nucleus_diameter_px": float(diameter),
     }
-    if factor > 1:
-        # the outlines were redrawn at full resolution: the area is that of the labels returned
-        area_px = np.bincount(labels.ravel(), minlength=n_cells + 1)[1 : n_cells + 1]
-        cells["area_px"] = area_px.astype(np.int64)
-        cells["area_um2"] = area_px * (pixel_size_um or np.nan) ** 2
+    # the outlines were redrawn at full resolution: the area is that of the labels returned
+    area_px = cells["area_px"].to_numpy() + area_change[1:]
+    cells["area_px"] = area_px.astype(np.int64)
+    cells["area_um2"] = area_px * (pixel_size_um or np.nan) ** 2
     return FieldResult(labels=labels, cells=cells, qc=qc)
 
 

@@ -31,7 +31,7 @@ from skimage.segmentation import watershed
 
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
 from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
-from screenlib.analysis.scale import estimate_nucleus_scale
+from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM, estimate_nucleus_scale
 from screenlib.analysis.windows import window_max, window_min
 from screenlib.settings import SegmentationSettings
 
@@ -55,6 +55,8 @@ PAIR_AREA_NUCLEI = 1.5
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
 LOCAL_FRACTION_OF_PEAK = 0.4
 LOCAL_WINDOW_DIAMETERS = 1.0
+#: only to size the search in a field with no nucleus to measure and no pixel size
+DEFAULT_PIXEL_SIZE_UM = 0.65
 #: objects fainter than this fraction of the typical nucleus' bright level are not nuclei
 #: (faint cytoplasm, autofluorescence); dim nuclei are rarely under a third of bright ones
 FAINT_FRACTION = 0.15
@@ -344,13 +346,13 @@ def refine_outlines(
     factor: int,
     flat: np.ndarray | None = None,
     offset: float = 0.0,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Full-resolution labels from grid labels: outlines redrawn pixel by pixel.
 
     Only the blocks on an outline (a block whose 3 x 3 neighbourhood holds another label) are
     revisited: each of their pixels goes to the block's nucleus (or, for a background block,
-    the neighbouring one) when its 3 x 3 mean, less the baseline, lies above that nucleus'
-    edge level and the noise floor. Blocks inside nuclei and in the background keep their
+    the neighbouring one) when its value, less the baseline, lies above that nucleus' edge
+    level and the noise floor. Blocks inside nuclei and in the background keep their
     label, so the cost follows the outlines' length, not the image's size.
 
     Parameters
@@ -365,12 +367,22 @@ def refine_outlines(
         Flat-field profile the grid image was divided by (full resolution), or None.
     offset
         Camera offset removed from the grid image.
+
+    Returns
+    -------
+    labels : ndarray of int32
+        Full-resolution labels.
+    area_change : ndarray of int64
+        Pixels each label gained (or lost) against ``factor**2`` per grid pixel (index 0
+        unused), so areas follow without counting the full image.
     """
     shape = image.shape
     labels = grid.labels
     full = upsample_nearest(labels, factor, shape).astype(np.int32, copy=False)
-    if factor == 1 or labels.max() == 0:
-        return full
+    n_labels = int(labels.max())
+    change = np.zeros(n_labels + 1, dtype=np.int64)
+    if factor == 1 or n_labels == 0:
+        return full, change
     compact = labels.astype(np.uint16) if labels.max() < 2**16 else labels
     highest = window_max(compact, 3)
     others = np.where(compact > 0, compact, np.iinfo(compact.dtype).max).astype(compact.dtype)
@@ -378,34 +390,40 @@ def refine_outlines(
     outline = (highest != compact) | ((compact > 0) & (lowest != compact))
     block_y, block_x = np.nonzero(outline)
     candidate = np.where(labels[outline] > 0, labels[outline], highest[outline]).astype(np.int32)
-    # the pixels of every outline block with a one-pixel margin: (n, factor + 2, factor + 2)
-    offsets = np.arange(-1, factor + 1)
-    rows = np.clip(block_y[:, None] * factor + offsets[None, :], 0, shape[0] - 1)
-    cols = np.clip(block_x[:, None] * factor + offsets[None, :], 0, shape[1] - 1)
-    values = image[rows[:, :, None], cols[:, None, :]].astype(np.float32)
-    values -= np.float32(offset)
-    if flat is not None:
-        values /= flat[rows[:, :, None], cols[:, None, :]]
-    # 3 x 3 mean of every inner pixel
-    summed = values[:, :-2] + values[:, 1:-1] + values[:, 2:]
-    mean = (summed[:, :, :-2] + summed[:, :, 1:-1] + summed[:, :, 2:]) * np.float32(1.0 / 9.0)
     level = grid.edge_levels[candidate]
     if np.ndim(grid.floor):
         level = np.maximum(level, np.asarray(grid.floor)[block_y, block_x])
     else:
-        level = np.maximum(level, grid.floor)
-    above = mean - grid.baseline[block_y, block_x][:, None, None] > level[:, None, None]
-    new = np.where(above, candidate[:, None, None], 0).astype(np.int32)
-    inner_rows, inner_cols = rows[:, 1:-1], cols[:, 1:-1]
-    # blocks at the image's far edge may reach past it: those pixels are clipped duplicates
-    valid = (block_y[:, None] * factor + np.arange(factor) < shape[0])[:, :, None] & (
-        block_x[:, None] * factor + np.arange(factor) < shape[1]
-    )[:, None, :]
-    full[
-        np.broadcast_to(inner_rows[:, :, None], new.shape)[valid],
-        np.broadcast_to(inner_cols[:, None, :], new.shape)[valid],
-    ] = new[valid]
-    return full
+        level = np.maximum(level, np.float32(grid.floor))
+    # every pixel of an outline block as one of factor x factor strided sub-images of the grid
+    # size: a gather of the outline's blocks from each, no full-size temporaries
+    level += grid.baseline[block_y, block_x]
+    own = labels[block_y, block_x]
+    redrawn = []
+    for dy in range(factor):
+        inside_y = block_y * factor + dy < shape[0]
+        for dx in range(factor):
+            inside = inside_y & (block_x * factor + dx < shape[1])
+            ys, xs = block_y[inside], block_x[inside]
+            values = image[dy::factor, dx::factor][ys, xs].astype(np.float32)
+            values -= np.float32(offset)
+            if flat is not None:
+                values /= flat[dy::factor, dx::factor][ys, xs]
+            new = np.where(values > level[inside], candidate[inside], 0)
+            change += np.bincount(new, minlength=n_labels + 1)
+            change -= np.bincount(own[inside], minlength=n_labels + 1)
+            redrawn.append((inside, new))
+    # a small nucleus whose every pixel fell under its edge level keeps its blocks
+    vanished = change + factor**2 * np.bincount(labels.ravel(), minlength=n_labels + 1) <= 0
+    vanished[0] = False
+    for (dy, dx), (inside, new) in zip(np.ndindex(factor, factor), redrawn, strict=True):
+        if vanished.any():
+            keep_own = vanished[own[inside]]
+            change += np.bincount(own[inside][keep_own], minlength=n_labels + 1)
+            change -= np.bincount(new[keep_own], minlength=n_labels + 1)
+            new = np.where(keep_own, own[inside], new)
+        full[dy::factor, dx::factor][block_y[inside], block_x[inside]] = new
+    return full, change
 
 
 def segment_nuclei(
@@ -451,7 +469,7 @@ def segment_nuclei(
     grid = segment_nuclei_grid(
         block_mean(image, factor), factor, diameter, settings, pixel_size_um=pixel_size_um
     )
-    return refine_outlines(grid, image, factor)
+    return refine_outlines(grid, image, factor)[0]
 
 
 def nucleus_diameter(
@@ -479,7 +497,12 @@ def nucleus_diameter(
         return float(measured_px), "measured per plate"
     if nuclear_image is None:
         raise ValueError("no nucleus diameter: give one or an image to measure it on")
-    scale = estimate_nucleus_scale([nuclear_image])
+    try:
+        scale = estimate_nucleus_scale([nuclear_image])
+    except ValueError:
+        # nothing nucleus-like in the field: any scale finds (next to) nothing, and QC says so
+        fallback = TYPICAL_NUCLEUS_DIAMETER_UM / (pixel_size_um or DEFAULT_PIXEL_SIZE_UM)
+        return fallback, "no nucleus found to measure; typical size assumed"
     return scale.diameter_px, f"measured on the field: {scale}"
 
 
@@ -609,14 +632,18 @@ def _refine_edges(
         return labels.astype(np.int32)
     object_ids = labels.ravel()[foreground]
     values = signal.ravel()[foreground]
-    # each object's bright level: the 90th percentile of its pixels (a spot does not set it)
-    order = np.lexsort((values, object_ids))
+    # each object's level: a percentile of its pixels (one sort of id + value squeezed into
+    # [0, 1) orders them by value within each object, as in measure.labelled_percentile)
+    low = float(values.min()) if values.size else 0.0
+    span = (float(values.max()) - low) * (1 + 1e-6) or 1.0 if values.size else 1.0
+    keys = np.sort(object_ids + (values - low) / span)
     counts = np.bincount(object_ids, minlength=n_labels + 1)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     present = counts > 0
+    present[0] = False
+    rank = starts[present] + (EDGE_PERCENTILE / 100.0 * (counts[present] - 1)).astype(np.int64)
     peaks = np.zeros(n_labels + 1, dtype=np.float32)
-    rank = (EDGE_PERCENTILE / 100.0 * (counts[present] - 1)).astype(np.int64)
-    peaks[present] = values[order][starts[present] + rank]
+    peaks[present] = (keys[rank] - np.flatnonzero(present)) * span + low
     lowest = EDGE_FRACTION_OF_PEAK * peaks[object_ids]
     if np.ndim(floor):
         np.maximum(lowest, np.asarray(floor).ravel()[foreground], out=lowest)
@@ -640,15 +667,15 @@ def _refine_edges(
 def _drop_faint(labels: np.ndarray, bright: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """Remove objects fainter than ``FAINT_FRACTION`` of the typical nucleus.
 
-    ``bright`` is each object's bright level (by id). The typical level is the median over
-    objects weighted by their signal (area x level), so faint cytoplasm and debris, however
-    many, do not set it; only objects several times fainter than the nuclei around go, so
-    dim nuclei among bright ones stay.
+    ``bright`` is each object's level (by id). The typical level is the median over objects
+    weighted by their area, so many small specks do not set it and a few bright condensed
+    nuclei do not either; only objects several times fainter than the typical nucleus go
+    (faint cytoplasm, autofluorescence), so dim nuclei among bright ones stay.
     """
     object_ids = labels.ravel()[foreground]
     areas = np.bincount(object_ids, minlength=bright.size)[: bright.size].astype(np.float64)
     areas[0] = 0
-    weights = areas * np.maximum(bright, 0)
+    weights = areas.copy()
     if weights.sum() <= 0:
         return labels
     order = np.argsort(bright)
