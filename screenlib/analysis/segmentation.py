@@ -629,7 +629,7 @@ def _refine_edges(
     floor (a number or a per-pixel map); fill holes. ``foreground`` holds the flat indices of
     all labelled pixels."""
     if n_labels == 0:
-        return labels.astype(np.int32)
+        return labels.astype(np.int32), np.zeros(1, dtype=np.float32)
     object_ids = labels.ravel()[foreground]
     values = signal.ravel()[foreground]
     # each object's level: a percentile of its pixels (one sort of id + value squeezed into
