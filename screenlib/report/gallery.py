@@ -174,7 +174,7 @@ def cell_gallery(
     stain_indices = stain_channel_indices(list(plate.channel_names), settings)
     pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
     pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
-    diameter_px = settings.segmentation.nucleus_diameter_um / pixel_size
+    diameter_px = (settings.segmentation.nucleus_diameter_um or 10.0) / pixel_size
     half = int(np.clip(round(2.0 * diameter_px), 16, 64))
     zoom = max(1, int(round(128 / (2 * half))))
     annexin_feature = annexin_feature or settings.gating.annexin_feature
