@@ -50,7 +50,7 @@ SPLIT_CORE_FRACTION_OF_PEAK = 0.3
 NECK_RATIO = 0.75
 #: ... or than this fraction when the two are too big together to be one nucleus
 WIDE_NECK_RATIO = 0.9
-PAIR_AREA_NUCLEI = 1.5
+PAIR_AREA_NUCLEI = 1.3
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
 LOCAL_FRACTION_OF_PEAK = 0.4
