@@ -1,11 +1,12 @@
 """The per-field kernel: channels in, nucleus labels + per-cell table + QC out.
 
-Pure: numpy arrays and a settings object in, arrays and a table out; no I/O, no Dask, no plate
-maps. The work is done on a *grid* of ``f`` x ``f`` pixel blocks chosen from the pixel size
-(a typical nucleus spans 7-14 grid pixels; ``f = 2`` at 0.65 µm): the classical segmenter's
-labels are unions of blocks, so areas, centroids, moments and mean/integrated intensities are
-exact at full resolution while every step touches a quarter of the pixels. Percentiles (p90)
-are those of block means. A plugin segmenter is measured at full resolution (``f = 1``).
+Pure: numpy arrays, resolved stain objects and a settings object in, arrays and a table out;
+no I/O, no Dask, no plate maps, no plugin registry. The work is done on a *grid* of ``f`` x
+``f`` pixel blocks chosen from the nucleus scale (a typical nucleus spans 7-14 grid pixels;
+``f = 2`` for a 16-pixel nucleus). Nuclei are found on the grid and their outlines redrawn at
+full resolution; ``area_px`` is that of the returned labels, while centroids, moments and
+intensities are measured over the grid blocks of each nucleus (percentiles are those of block
+means). A plugin segmenter's labels are measured at full resolution (``f = 1``).
 """
 
 from __future__ import annotations

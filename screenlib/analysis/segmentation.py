@@ -1,24 +1,28 @@
-"""Classical nuclei segmentation, robust to what apoptosis screens show.
+"""Classical nuclei segmentation, robust to what apoptosis screens show, at any scale.
 
-The pipeline works on a grid of pixel blocks where a nucleus is about 7-14 grid pixels across
-(seeds and splitting need no more), and every threshold has a physical or statistical meaning:
+Every size follows the *nucleus scale* ``d``, the typical nucleus diameter in pixels (measured
+per plate by :func:`screenlib.analysis.scale.estimate_nucleus_scale`, or on the image itself);
+the pixel size matters only for settings given in µm. The work is done on a grid of blocks
+where a nucleus spans 7-14 grid pixels, and every threshold has a physical or statistical
+meaning:
 
-1. block-average to the grid (also the smoothing step) and remove a smooth local background
-   (grey opening of block means a few nucleus diameters wide): uneven illumination is
-   handled before any threshold;
-2. a *noise-aware* threshold: background level and noise from sigma-clipped pixel statistics,
-   foreground = pixels 5 noise SDs above background. There is no global Otsu between object
-   classes, so a few very bright condensed nuclei cannot lift the threshold above dim ones;
-3. touching nuclei are split by a watershed on the distance transform of each clump's bright
-   core (pixels above 30 % of the local peak), seeds at least 0.4 nucleus diameters apart;
-   only clumps (cores over 1.2 typical nuclei) take part, packed into a small mosaic;
-4. every nucleus gets its own edge threshold, 30 % of its own peak, so bright blurred
-   (condensed or out-of-focus) nuclei are not inflated by their halo while dim ones keep
-   their extent; holes are filled;
-5. clusters of small pieces within 0.2 diameters of each other (a fragmented apoptotic
-   nucleus) become one object; objects outside the size limits (µm²) are dropped;
-6. if the nuclei found are much smaller than the settings expect (a wrong pixel or nucleus
-   size), the image is segmented again on a finer grid matched to them.
+1. block-average to the grid, smooth (0.07 d) and remove a smooth local background (grey
+   opening of block means a few nucleus diameters wide);
+2. foreground: above a *noise floor* (5 noise SDs from sigma-clipped statistics; no global
+   Otsu, so a few very bright nuclei cannot lift it above dim ones) and above 40 % of the
+   brightest pixel within one nucleus diameter (a local threshold: necks between touching
+   nuclei open, and a bright nucleus a diameter away does not hide a dim one);
+3. components over 0.6 typical nuclei are split by a watershed of the distance transform of
+   their bright core, seeds at least 0.3 d apart; pieces merge back unless the neck between
+   them is narrower than 75 % of the smaller one's inscribed radius (90 % when together they
+   are too big, 1.3 typical nuclei, to be one): pairs split, large textured nuclei do not;
+4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
+   inflated by their halo while dim ones keep their extent; holes are filled; objects under
+   15 % of the typical nucleus' level (faint cytoplasm) are dropped;
+5. clusters of small pieces within 0.2 d (a fragmented apoptotic nucleus) become one object;
+   objects outside the size limits (0.1-6.4 typical nuclei, or the µm² settings) go;
+6. :func:`refine_outlines` redraws the outlines at full resolution, visiting the pixels of
+   outline blocks only.
 """
 
 from __future__ import annotations
