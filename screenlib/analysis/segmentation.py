@@ -15,7 +15,7 @@ meaning:
 3. components over 0.6 typical nuclei are split by a watershed of the distance transform of
    their bright core, seeds at least 0.3 d apart; pieces merge back unless the neck between
    them is narrower than 75 % of the smaller one's inscribed radius (90 % when together they
-   are too big, 1.3 typical nuclei, to be one): pairs split, large textured nuclei do not;
+   are too big, 1.2 typical nuclei, to be one): pairs split, large textured nuclei do not;
 4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
    inflated by their halo while dim ones keep their extent; holes are filled; objects under
    15 % of the typical nucleus' level (faint cytoplasm) are dropped;
@@ -54,7 +54,7 @@ SPLIT_CORE_FRACTION_OF_PEAK = 0.3
 NECK_RATIO = 0.75
 #: ... or than this fraction when the two are too big together to be one nucleus
 WIDE_NECK_RATIO = 0.9
-PAIR_AREA_NUCLEI = 1.3
+PAIR_AREA_NUCLEI = 1.2
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
 LOCAL_FRACTION_OF_PEAK = 0.4
