@@ -3,7 +3,9 @@
 For each scenario and seed, renders a 512 x 512 field with ``screenlib.simulate``, runs
 ``analyze_field`` and matches its nuclei to the truth at IoU 0.5. Prints F1, precision,
 recall, count error and mean matched IoU per scenario (mean and worst over seeds), and what
-a global Otsu threshold finds on the bright-among-dim field.
+a global Otsu threshold finds on the bright-among-dim field. The last four scenarios render
+fields at 0.3, 0.65, 1.3 and 2 µm pixels and hide the pixel size from the kernel (it
+measures the nucleus scale on each field).
 
     python benchmarks/accuracy_fields.py --seeds 5
 """
@@ -17,6 +19,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from screenlib.analysis import analyze_field, match_labels
+from screenlib.plugins import get_stains
 from screenlib.settings import AssaySettings
 from screenlib.simulate import render_bright_among_dim, render_field
 
@@ -39,6 +42,12 @@ SCENARIOS = {
         rng, shape=(512, 512), n_cells=150, defocus_sigma_px=3.0
     ),
 }
+#: pixel sizes rendered and hidden from the kernel: (field side, nuclei) keep the density
+HIDDEN_PIXEL_SIZES = {0.3: (768, 70), 0.65: (512, 150), 1.3: (512, 400), 2.0: (512, 400)}
+for _size, (_side, _n) in HIDDEN_PIXEL_SIZES.items():
+    SCENARIOS[f"{_size:g} um, size hidden"] = lambda rng, size=_size, side=_side, n=_n: (
+        render_field(rng, shape=(side, side), pixel_size_um=size, n_cells=n, touching_fraction=0.2)
+    )
 
 
 def main() -> None:
@@ -51,10 +60,11 @@ def main() -> None:
         f1, count_error, iou, touching = [], [], [], []
         for seed in range(args.seeds):
             field = make(np.random.default_rng(1000 + seed))
+            hidden = name.endswith("size hidden")
             result = analyze_field(
                 field.channels,
-                stains=list(field.stains),
-                pixel_size_um=field.pixel_size_um,
+                stains=get_stains(field.stains),
+                pixel_size_um=None if hidden else field.pixel_size_um,
                 settings=AssaySettings(),
             )
             score = match_labels(field.labels, result.labels)

@@ -57,10 +57,14 @@ class SegmentationSettings:
     """Nuclei segmentation (classical by default; any registered segmenter by name)."""
 
     segmenter: str = "classical"
-    nucleus_diameter_um: float = 10.0  # typical interphase nucleus
-    min_area_um2: float = 8.0  # smaller objects are debris / apoptotic bodies
-    max_area_um2: float = 500.0
-    smoothing_sigma_um: float = 0.7
+    # The nucleus scale is measured from the images (per plate); every size follows it.
+    # Setting one of these two overrides the measurement (the µm one needs a known pixel size).
+    nucleus_diameter_px: float | None = None
+    nucleus_diameter_um: float | None = None
+    # None: 0.1 and 6.4 typical nucleus areas (8 and 500 um^2 for a 10 um nucleus)
+    min_area_um2: float | None = None  # smaller objects are debris / apoptotic bodies
+    max_area_um2: float | None = None
+    smoothing_sigma_um: float | None = None  # None: 0.07 nucleus diameters
     split_touching: bool = True
     default_pixel_size_um: float = 0.65  # used when the plate does not record a pixel size
 
@@ -359,8 +363,18 @@ def settings_from_dict(
 
 def validate_settings(settings: AssaySettings, source: str = "settings") -> None:
     """Raise ``SettingsError`` for values that cannot be right (negative widths and the like)."""
+    segmentation = settings.segmentation
     positive = {
-        "segmentation.nucleus_diameter_um": settings.segmentation.nucleus_diameter_um,
+        name: value
+        for name, value in (
+            ("segmentation.nucleus_diameter_um", segmentation.nucleus_diameter_um),
+            ("segmentation.nucleus_diameter_px", segmentation.nucleus_diameter_px),
+            ("segmentation.min_area_um2", segmentation.min_area_um2),
+            ("segmentation.max_area_um2", segmentation.max_area_um2),
+        )
+        if value is not None
+    }
+    positive |= {
         "segmentation.default_pixel_size_um": settings.segmentation.default_pixel_size_um,
         "ring.ring_width_um": settings.ring.ring_width_um,
         "gating.k_mad": settings.gating.k_mad,
@@ -378,7 +392,8 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
             raise SettingsError(f"{source}: 'flow.{key}' must be positive")
     if not 0 < flow.max_excluded_fraction <= 1:
         raise SettingsError(f"{source}: 'flow.max_excluded_fraction' must be in (0, 1]")
-    if settings.segmentation.min_area_um2 >= settings.segmentation.max_area_um2:
+    limits = (segmentation.min_area_um2, segmentation.max_area_um2)
+    if None not in limits and limits[0] >= limits[1]:
         raise SettingsError(
             f"{source}: 'segmentation.min_area_um2' must be below 'segmentation.max_area_um2'"
         )

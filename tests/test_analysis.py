@@ -32,16 +32,17 @@ from screenlib.analysis.correction import block_mean, upsample_nearest
 from screenlib.analysis.measure import index_cell_regions
 from screenlib.analysis.windows import window_max, window_min
 from screenlib.errors import InputError, PluginError
+from screenlib.plugins import get_stains
 from screenlib.settings import AssaySettings, QCSettings
 from screenlib.simulate import render_bright_among_dim, render_field
 
-STAINS = ["hoechst", "annexin_v", "pi"]
+STAINS = get_stains(["hoechst", "annexin_v", "pi"])
 
 
 def analyze(field, settings=None, flatfield=None):
     return analyze_field(
         field.channels,
-        stains=list(field.stains),
+        stains=get_stains(field.stains),
         pixel_size_um=field.pixel_size_um,
         settings=settings or AssaySettings(),
         flatfield=flatfield,
@@ -317,12 +318,12 @@ def test_kernel_rejects_bad_input_with_clear_errors():
         analyze_field(field, stains=STAINS[:2], pixel_size_um=0.65, settings=AssaySettings())
     with pytest.raises(PluginError, match="unknown stain 'dapi_typo'"):
         analyze_field(
-            field, stains=["dapi_typo", "annexin_v", "pi"], pixel_size_um=0.65,
+            field, stains=get_stains(["dapi_typo", "annexin_v", "pi"]), pixel_size_um=0.65,
             settings=AssaySettings(),
         )  # fmt: skip
     with pytest.raises(InputError, match="nuclear stain"):
         analyze_field(
-            field, stains=["annexin_v", "pi", "annexin_v"], pixel_size_um=0.65,
+            field, stains=get_stains(["annexin_v", "pi", "annexin_v"]), pixel_size_um=0.65,
             settings=AssaySettings(),
         )  # fmt: skip
 

@@ -29,6 +29,7 @@ from screenlib.gating._robust import (
     positive_share_boundary,
 )
 from screenlib.gating.synthetic_cells import example_platemap, simulate_cell_table
+from screenlib.plugins import get_stains
 from screenlib.settings import GatingSettings
 
 APOPTOTIC = ["early_apoptotic", "late_apoptotic"]
@@ -457,7 +458,7 @@ def simulate_analysed_plate(
             )
             result = analyze_field(
                 simulated.channels,
-                stains=list(simulated.stains),
+                stains=get_stains(simulated.stains),
                 pixel_size_um=simulated.pixel_size_um,
                 settings=settings,
             )

@@ -15,11 +15,14 @@ import pandas as pd
 import pytest
 
 from screenlib.analysis import analyze_field, match_labels
+from screenlib.errors import InputError
 from screenlib.plugins import (
     Stain,
+    get_stains,
     load_segmenters,
     load_stains,
     plugin_failures,
+    resolve_segmenter,
 )
 from screenlib.settings import AssaySettings, ChannelSettings, GatingSettings, SegmentationSettings
 from screenlib.simulate import render_field
@@ -99,7 +102,10 @@ def test_broken_plugins_are_reported_by_name_and_skipped(plugin_site):
     # the kernel still runs with the built-in stains
     field = render_field(np.random.default_rng(0), shape=(256, 256), n_cells=30)
     result = analyze_field(
-        field.channels, stains=list(field.stains), pixel_size_um=0.65, settings=AssaySettings()
+        field.channels,
+        stains=get_stains(field.stains),
+        pixel_size_um=0.65,
+        settings=AssaySettings(),
     )
     assert result.qc["n_cells"] > 20
 
@@ -133,8 +139,16 @@ def test_a_segmenter_plugin_replaces_the_classical_one(plugin_site):
         np.random.default_rng(1), shape=(256, 256), n_cells=30, touching_fraction=0
     )
     settings = AssaySettings(segmentation=SegmentationSettings(segmenter="toy_threshold"))
+    with pytest.raises(InputError, match="toy_threshold"):  # named, but not passed: no fallback
+        analyze_field(
+            field.channels, stains=get_stains(field.stains), pixel_size_um=0.65, settings=settings
+        )
     result = analyze_field(
-        field.channels, stains=list(field.stains), pixel_size_um=0.65, settings=settings
+        field.channels,
+        stains=get_stains(field.stains),
+        pixel_size_um=0.65,
+        settings=settings,
+        segmenter=resolve_segmenter(settings.segmentation),
     )
     # gaps in the plugin's labels (x7) are renumbered; measurements run at full resolution
     assert result.labels.max() == len(result.cells) > 15
@@ -186,7 +200,7 @@ def test_caspase_plugin_stain_is_measured_on_a_four_channel_field(caspase_plugin
         channels=tuple(ChannelSettings(stain=name, index=i) for i, name in enumerate(stain_names))
     )
     result = analyze_field(
-        field.channels, stains=list(stain_names), pixel_size_um=0.65, settings=settings
+        field.channels, stains=get_stains(stain_names), pixel_size_um=0.65, settings=settings
     )
     cells = result.cells
     assert {"caspase37_nucleus_mean", "caspase37_nucleus_integrated", "caspase37_nucleus_p90",

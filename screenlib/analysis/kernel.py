@@ -1,11 +1,12 @@
 """The per-field kernel: channels in, nucleus labels + per-cell table + QC out.
 
-Pure: numpy arrays and a settings object in, arrays and a table out; no I/O, no Dask, no plate
-maps. The work is done on a *grid* of ``f`` x ``f`` pixel blocks chosen from the pixel size
-(a typical nucleus spans 7-14 grid pixels; ``f = 2`` at 0.65 µm): the classical segmenter's
-labels are unions of blocks, so areas, centroids, moments and mean/integrated intensities are
-exact at full resolution while every step touches a quarter of the pixels. Percentiles (p90)
-are those of block means. A plugin segmenter is measured at full resolution (``f = 1``).
+Pure: numpy arrays, resolved stain objects and a settings object in, arrays and a table out;
+no I/O, no Dask, no plate maps, no plugin registry. The work is done on a *grid* of ``f`` x
+``f`` pixel blocks chosen from the nucleus scale (a typical nucleus spans 7-14 grid pixels;
+``f = 2`` for a 16-pixel nucleus). Nuclei are found on the grid and their outlines redrawn at
+full resolution; ``area_px`` is that of the returned labels, while centroids, moments and
+intensities are measured over the grid blocks of each nucleus (percentiles are those of block
+means). A plugin segmenter's labels are measured at full resolution (``f = 1``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from screenlib.analysis.correction import (
     check_flatfield,
     estimate_camera_offset,
     sample_blocks,
-    upsample_nearest,
 )
 from screenlib.analysis.measure import (
     index_cell_regions,
@@ -33,15 +33,15 @@ from screenlib.analysis.measure import (
 )
 from screenlib.analysis.qc import focus_score_at, qc_call, saturated_fraction
 from screenlib.analysis.regions import background_annulus_labels, cell_labels, shared_reach
+from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM
 from screenlib.analysis.segmentation import (
     grid_factor,
-    refine_grid,
-    segment_nuclei,
+    nucleus_diameter,
+    refine_outlines,
     segment_nuclei_grid,
 )
+from screenlib.analysis.stain import Segmenter, Stain
 from screenlib.errors import InputError, PluginError
-from screenlib.plugins.registry import get_segmenter, get_stain
-from screenlib.plugins.stain import Stain
 from screenlib.settings import AssaySettings
 
 #: fewer annulus pixels than this: the cell's background comes from the smooth background map
@@ -59,18 +59,25 @@ class FieldResult:
     qc: dict  # focus_score, saturated_fraction, background_<stain>, n_cells, qc_pass, qc_reason
 
 
-def _resolve_stains(stains: Sequence[str], n_channels: int) -> list[Stain]:
+def _resolve_stains(stains: Sequence[Stain], n_channels: int) -> list[Stain]:
     if len(stains) != n_channels:
+        names = [getattr(stain, "name", stain) for stain in stains]
         raise InputError(
-            f"{len(stains)} stain names ({', '.join(stains)}) for {n_channels} channels; "
+            f"{len(stains)} stains ({', '.join(names)}) for {n_channels} channels; "
             "give one stain per channel (settings [[channels]])"
         )
-    resolved = [get_stain(name) for name in stains]
+    names = [stain for stain in stains if not isinstance(stain, Stain)]
+    if names:
+        raise InputError(
+            f"stains {names} are names: give the kernel Stain objects "
+            "(screenlib.plugins.get_stains resolves names)"
+        )
+    resolved = list(stains)
     nuclear = [stain.name for stain in resolved if stain.role == "nuclear"]
     if len(nuclear) != 1:
         raise InputError(
             f"exactly one nuclear stain is needed to segment nuclei, got {nuclear or 'none'} "
-            f"among {', '.join(stains)}"
+            f"among {', '.join(stain.name for stain in resolved)}"
         )
     return resolved
 
@@ -135,13 +142,65 @@ def _noise_scale(flat: np.ndarray | None, factor: int) -> np.ndarray | None:
     return inverse.astype(np.float32, copy=False)
 
 
+def _um_to_px(size_um: float, pixel_size_um: float | None, diameter_px: float) -> float:
+    """A µm size in full-resolution pixels: by the pixel size when known, else in proportion
+    to the nucleus scale (a :data:`TYPICAL_NUCLEUS_DIAMETER_UM` nucleus)."""
+    if pixel_size_um:
+        return size_um / pixel_size_um
+    return size_um / TYPICAL_NUCLEUS_DIAMETER_UM * diameter_px
+
+
+def _check_channels(channels: np.ndarray) -> np.ndarray:
+    channels = np.asarray(channels)
+    if channels.ndim != 3:
+        raise InputError(f"a field must be a (C, Y, X) array, got shape {channels.shape}")
+    if not (
+        np.issubdtype(channels.dtype, np.integer) or np.issubdtype(channels.dtype, np.floating)
+    ):
+        raise InputError(f"field has dtype {channels.dtype}; expected integer or float pixels")
+    return channels
+
+
+def _plugin_labels(
+    segmenter: Segmenter,
+    nuclear: np.ndarray,
+    pixel_size_um: float | None,
+    settings: AssaySettings,
+) -> tuple[np.ndarray, int]:
+    """A plugin segmenter's labels, checked and numbered 1..N."""
+    name = settings.segmentation.segmenter
+    try:
+        raw_labels = segmenter(nuclear, pixel_size_um, settings.segmentation)
+    except Exception as error:
+        raise PluginError(f"segmenter '{name}' failed: {type(error).__name__}: {error}") from error
+    raw_labels = np.asarray(raw_labels)
+    if raw_labels.shape != nuclear.shape or not np.issubdtype(raw_labels.dtype, np.integer):
+        raise PluginError(
+            f"segmenter '{name}' returned {raw_labels.dtype} {raw_labels.shape}; "
+            f"expected integer labels of shape {nuclear.shape}"
+        )
+    return _sequential(raw_labels)
+
+
+def _median_diameter(labels: np.ndarray, fallback: float | None) -> float:
+    """Median equivalent diameter of the objects of ``labels`` (pixels); ``fallback`` when
+    there are none."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if areas.size:
+        return float(np.sqrt(4.0 / np.pi * np.median(areas)))
+    return fallback if fallback is not None else TYPICAL_NUCLEUS_DIAMETER_UM
+
+
 def analyze_field(
     channels: np.ndarray,
     *,
-    stains: Sequence[str],
+    stains: Sequence[Stain],
     pixel_size_um: float | None,
     settings: AssaySettings,
     flatfield: np.ndarray | None = None,
+    nucleus_diameter_px: float | None = None,
+    segmenter: Segmenter | None = None,
 ) -> FieldResult:
     """Segment the nuclei of one field and measure every cell.
 
@@ -150,46 +209,48 @@ def analyze_field(
     channels
         ``(C, Y, X)`` array of one field (any integer or float dtype).
     stains
-        One stain name per channel; the stain with role ``nuclear`` is segmented.
+        One :class:`~screenlib.analysis.stain.Stain` per channel; the one with role
+        ``nuclear`` is segmented (``screenlib.plugins.get_stains`` resolves names).
     pixel_size_um
-        Pixel size; None uses ``settings.pixel_size_um`` or the segmentation default.
+        Pixel size (see :func:`screenlib.analysis.scale.resolve_pixel_size`), or None when
+        unknown: sizes then follow the nucleus scale and µm outputs are NaN.
     settings
         Assay settings (sections ``correction``, ``segmentation``, ``ring``, ``qc`` are used).
     flatfield
         ``(C, Y, X)`` illumination profile (mean 1) from :func:`estimate_flatfield`, or None.
+    nucleus_diameter_px
+        The plate's measured nucleus scale (``scale.estimate_nucleus_scale``);
+        None: measured on this field. A diameter in the settings wins over both.
+    segmenter
+        A plugin segmenter (its labels are measured at full resolution), resolved by the
+        caller (``screenlib.plugins.resolve_segmenter``); None: the built-in classical one,
+        on a grid of blocks (an error when the settings name another).
 
     Returns
     -------
     FieldResult
-        ``labels``, ``cells`` (columns in docs/architecture.md) and ``qc``.
+        ``labels``, ``cells`` (columns in docs/architecture.md) and ``qc`` (with the
+        ``nucleus_diameter_px`` used).
 
     Examples
     --------
+    >>> from screenlib.plugins import get_stain
     >>> rng = np.random.default_rng(0)
     >>> field = rng.poisson(100, (3, 128, 128)).astype(np.uint16)
     >>> field[0, 30:45, 30:45] += 800
-    >>> result = analyze_field(field, stains=["hoechst", "annexin_v", "pi"],
-    ...                        pixel_size_um=0.65, settings=AssaySettings())
+    >>> stains = [get_stain(name) for name in ("hoechst", "annexin_v", "pi")]
+    >>> result = analyze_field(field, stains=stains, pixel_size_um=0.65,
+    ...                        settings=AssaySettings(), nucleus_diameter_px=15)
     >>> result.qc["n_cells"], list(result.cells.columns[:3])
     (1, ['label', 'centroid_y', 'centroid_x'])
     """
-    channels = np.asarray(channels)
-    if channels.ndim != 3:
-        raise InputError(f"a field must be a (C, Y, X) array, got shape {channels.shape}")
-    if not (
-        np.issubdtype(channels.dtype, np.integer) or np.issubdtype(channels.dtype, np.floating)
-    ):
-        raise InputError(f"field has dtype {channels.dtype}; expected integer or float pixels")
+    channels = _check_channels(channels)
     resolved = _resolve_stains(stains, channels.shape[0])
-    if pixel_size_um is None:
-        pixel_size_um = settings.pixel_size_um or settings.segmentation.default_pixel_size_um
-    if not pixel_size_um > 0:
+    if pixel_size_um is not None and not pixel_size_um > 0:
         raise InputError(f"pixel size must be positive, got {pixel_size_um} µm")
     if flatfield is not None:
         flatfield = check_flatfield(flatfield, channels.shape)
     nuclear_index = next(i for i, stain in enumerate(resolved) if stain.role == "nuclear")
-    shape = channels.shape[1:]
-
     offsets = [
         float(settings.correction.camera_offset)
         if settings.correction.camera_offset is not None
@@ -197,50 +258,86 @@ def analyze_field(
         for channel in channels
     ]
     flats = [None] * len(resolved) if flatfield is None else list(flatfield)
-
-    segmenter = get_segmenter(settings.segmentation.segmenter)
-    if segmenter is segment_nuclei:
-
-        def on_grid(factor: int, segmentation) -> tuple[list[np.ndarray], np.ndarray]:
-            grids = _grids(channels, factor, offsets, flats)
-            labels = segment_nuclei_grid(
-                grids[nuclear_index],
-                factor,
-                pixel_size_um,
-                segmentation,
-                noise_scale=_noise_scale(flats[nuclear_index], factor),
-            )
-            return grids, labels
-
-        factor = grid_factor(pixel_size_um, settings.segmentation)
-        grids, labels_grid = on_grid(factor, settings.segmentation)
-        refined = refine_grid(labels_grid, factor, pixel_size_um, settings.segmentation)
-        if refined is not None:  # nuclei much smaller than the settings say: a finer grid
-            factor = refined[0]
-            grids, labels_grid = on_grid(*refined)
+    if segmenter is None and settings.segmentation.segmenter != "classical":
+        raise InputError(
+            f"settings name the segmenter {settings.segmentation.segmenter!r}: pass it "
+            "resolved (screenlib.plugins.resolve_segmenter)"
+        )
+    if segmenter is None:
+        diameter, _ = nucleus_diameter(
+            channels[nuclear_index], pixel_size_um, settings.segmentation, nucleus_diameter_px
+        )
+        factor = grid_factor(diameter)
+        grids = _grids(channels, factor, offsets, flats)
+        found = segment_nuclei_grid(
+            grids[nuclear_index],
+            factor,
+            diameter,
+            settings.segmentation,
+            noise_scale=_noise_scale(flats[nuclear_index], factor),
+            pixel_size_um=pixel_size_um,
+        )
+        labels_grid = found.labels
         n_cells = int(labels_grid.max())
+        # outlines redrawn at full resolution; intensities stay measured on the grid blocks
+        labels, area_change = refine_outlines(
+            found,
+            channels[nuclear_index],
+            factor,
+            flat=flats[nuclear_index],
+            offset=offsets[nuclear_index],
+        )
     else:
         factor = 1
         grids = _grids(channels, 1, offsets, flats)
-        try:
-            raw_labels = segmenter(grids[nuclear_index], pixel_size_um, settings.segmentation)
-        except Exception as error:
-            raise PluginError(
-                f"segmenter '{settings.segmentation.segmenter}' failed: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-        raw_labels = np.asarray(raw_labels)
-        if raw_labels.shape != shape or not np.issubdtype(raw_labels.dtype, np.integer):
-            raise PluginError(
-                f"segmenter '{settings.segmentation.segmenter}' returned "
-                f"{raw_labels.dtype} {raw_labels.shape}; expected integer labels of shape {shape}"
-            )
-        labels_grid, n_cells = _sequential(raw_labels)
+        labels_grid, n_cells = _plugin_labels(
+            segmenter, grids[nuclear_index], pixel_size_um, settings
+        )
+        diameter = _median_diameter(labels_grid, nucleus_diameter_px)
+        labels, area_change = labels_grid, np.zeros(n_cells + 1, dtype=np.int64)
+    cells, qc = _measure(
+        grids, labels_grid, n_cells, factor, resolved, pixel_size_um, diameter, settings
+    )
+    saturated = max(saturated_fraction(channel) for channel in channels)
+    passed, reason = qc_call(
+        focus=qc["focus_score"], saturated=saturated, n_cells=n_cells, settings=settings.qc
+    )
+    qc = {
+        "focus_score": qc.pop("focus_score"),
+        "saturated_fraction": saturated,
+        **qc,
+        "n_cells": n_cells,
+        "qc_pass": passed,
+        "qc_reason": reason,
+        "nucleus_diameter_px": float(diameter),
+    }
+    # the outlines were redrawn at full resolution: the area is that of the labels returned
+    area_px = cells["area_px"].to_numpy() + area_change[1:]
+    cells["area_px"] = area_px.astype(np.int64)
+    cells["area_um2"] = area_px * (pixel_size_um or np.nan) ** 2
+    return FieldResult(labels=labels, cells=cells, qc=qc)
 
-    grid_um = pixel_size_um * factor
-    ring_width = max(1, int(round(settings.ring.ring_width_um / grid_um)))
-    ring_gap = int(round(settings.ring.ring_gap_um / grid_um))
-    background_width = max(1, int(round(settings.ring.background_width_um / grid_um)))
+
+def _measure(
+    grids: list[np.ndarray],
+    labels_grid: np.ndarray,
+    n_cells: int,
+    factor: int,
+    stains: list[Stain],
+    pixel_size_um: float | None,
+    diameter: float,
+    settings: AssaySettings,
+) -> tuple[pd.DataFrame, dict]:
+    """Every cell's shape and per-stain intensities on the ``factor`` grid, and the field's
+    background per stain and focus score."""
+    grid_px = float(factor)  # full-resolution pixels per grid pixel
+
+    def grid_size(size_um: float) -> float:
+        return _um_to_px(size_um, pixel_size_um, diameter) / grid_px
+
+    ring_width = max(1, int(round(grid_size(settings.ring.ring_width_um))))
+    ring_gap = int(round(grid_size(settings.ring.ring_gap_um)))
+    background_width = max(1, int(round(grid_size(settings.ring.background_width_um))))
     cell = cell_labels(labels_grid, ring_width, ring_gap)  # each nucleus with its ring
     # ring pixels a neighbour's ring also reaches may carry its membrane: left out
     shared = (
@@ -261,21 +358,20 @@ def analyze_field(
     table["centroid_y"] = shape_columns["centroid_y"]
     table["centroid_x"] = shape_columns["centroid_x"]
     table["area_px"] = shape_columns["area_px"].astype(np.int64)
-    table["area_um2"] = shape_columns["area_px"] * pixel_size_um**2
+    table["area_um2"] = shape_columns["area_px"] * (pixel_size_um or np.nan) ** 2
     table["eccentricity"] = shape_columns["eccentricity"]
     table["solidity"] = shape_columns["solidity"]
     table["touches_border"] = shape_columns["touches_border"]
 
     outside_cells = cell[::8, ::8] == 0
     qc: dict[str, object] = {}
-    for stain, grid in zip(resolved, grids, strict=True):
+    for stain, grid in zip(stains, grids, strict=True):
         background = labelled_mean(grid[::step, ::step], annulus_index)
         sparse = annulus_index.counts < MIN_ANNULUS_PIXELS
         if sparse.any() and n_cells:
-            block = max(1, int(round(settings.segmentation.nucleus_diameter_um / grid_um)))
-            window = max(
-                3, int(round(2 * settings.correction.background_radius_um / (block * grid_um)))
-            )
+            block = max(1, int(round(diameter / grid_px)))
+            radius = grid_size(settings.correction.background_radius_um)
+            window = max(3, int(round(2 * radius / block)))
             blocks = background_blocks(grid, block_px=block, window_blocks=window)
             # the map is smooth: its value at the nucleus centre stands for the cell
             grid_y = (table["centroid_y"][sparse] - (factor - 1) / 2.0) / factor
@@ -292,23 +388,12 @@ def analyze_field(
         outside = grid[::8, ::8][outside_cells]
         qc[f"background_{stain.name}"] = float(np.median(outside)) if outside.size else float("nan")
 
-    focus = focus_score_at(
+    nuclear_index = next(i for i, stain in enumerate(stains) if stain.role == "nuclear")
+    qc["focus_score"] = focus_score_at(
         grids[nuclear_index],
         indices["nucleus"].pixels,
-        grid_um,
-        background=qc[f"background_{resolved[nuclear_index].name}"],
+        # per µm; per (typical nucleus / 10 µm) when the pixel size is unknown
+        grid_px / _um_to_px(1.0, pixel_size_um, diameter),
+        background=qc[f"background_{stains[nuclear_index].name}"],
     )
-    saturated = max(saturated_fraction(channel) for channel in channels)
-    passed, reason = qc_call(
-        focus=focus, saturated=saturated, n_cells=n_cells, settings=settings.qc
-    )
-    qc = {
-        "focus_score": focus,
-        "saturated_fraction": saturated,
-        **qc,
-        "n_cells": n_cells,
-        "qc_pass": passed,
-        "qc_reason": reason,
-    }
-    labels = upsample_nearest(labels_grid, factor, shape).astype(np.int32, copy=False)
-    return FieldResult(labels=labels, cells=pd.DataFrame(table), qc=qc)
+    return pd.DataFrame(table), qc

@@ -81,3 +81,49 @@ def match_labels(
         true_positives=int(matched.sum()),
         mean_matched_iou=float(iou[matched].mean()) if matched.any() else 0.0,
     )
+
+
+def matched_ious(true_labels: np.ndarray, predicted_labels: np.ndarray) -> np.ndarray:
+    """IoU of every matched pair (true and predicted objects overlapping with IoU > 0.5).
+
+    Examples
+    --------
+    >>> a = np.zeros((4, 4), int); a[:2, :2] = 1
+    >>> b = np.zeros((4, 4), int); b[:2, :3] = 1
+    >>> matched_ious(a, b).round(3).tolist()
+    [0.667]
+    """
+    true_flat = true_labels.ravel().astype(np.int64)
+    pred_flat = predicted_labels.ravel().astype(np.int64)
+    base = int(pred_flat.max()) + 1
+    both = (true_flat > 0) & (pred_flat > 0)
+    keys, intersection = np.unique(true_flat[both] * base + pred_flat[both], return_counts=True)
+    union = (
+        np.bincount(true_flat)[keys // base] + np.bincount(pred_flat)[keys % base] - intersection
+    )
+    iou = intersection / union
+    return iou[iou > 0.5]
+
+
+def average_precision(
+    true_labels: np.ndarray,
+    predicted_labels: np.ndarray,
+    thresholds: np.ndarray | None = None,
+) -> float:
+    """Mean over IoU thresholds (default 0.5, 0.55, ..., 0.9) of TP / (TP + FP + FN).
+
+    The "mAP" of the nucleus-segmentation literature (Data Science Bowl 2018, StarDist,
+    Cellpose): at each threshold, objects matched one-to-one count as true positives, the
+    other predicted objects as false positives and the other true ones as false negatives.
+    """
+    if thresholds is None:
+        thresholds = np.arange(0.5, 0.91, 0.05)
+    ious = matched_ious(true_labels, predicted_labels)
+    n_true = int(np.unique(true_labels[true_labels > 0]).size)
+    n_pred = int(np.unique(predicted_labels[predicted_labels > 0]).size)
+    scores = []
+    for threshold in thresholds:
+        tp = int((ious > threshold if threshold == 0.5 else ious >= threshold).sum())
+        denominator = n_true + n_pred - tp
+        scores.append(tp / denominator if denominator else 1.0)
+    return float(np.mean(scores))

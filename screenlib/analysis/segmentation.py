@@ -1,29 +1,33 @@
-"""Classical nuclei segmentation, robust to what apoptosis screens show.
+"""Classical nuclei segmentation, robust to what apoptosis screens show, at any scale.
 
-The pipeline works on a grid of pixel blocks where a nucleus is about 7-14 grid pixels across
-(seeds and splitting need no more), and every threshold has a physical or statistical meaning:
+Every size follows the *nucleus scale* ``d``, the typical nucleus diameter in pixels (measured
+per plate by :func:`screenlib.analysis.scale.estimate_nucleus_scale`, or on the image itself);
+the pixel size matters only for settings given in µm. The work is done on a grid of blocks
+where a nucleus spans 7-14 grid pixels, and every threshold has a physical or statistical
+meaning:
 
-1. block-average to the grid (also the smoothing step) and remove a smooth local background
-   (grey opening of block means a few nucleus diameters wide): uneven illumination is
-   handled before any threshold;
-2. a *noise-aware* threshold: background level and noise from sigma-clipped pixel statistics,
-   foreground = pixels 5 noise SDs above background. There is no global Otsu between object
-   classes, so a few very bright condensed nuclei cannot lift the threshold above dim ones;
-3. touching nuclei are split by a watershed on the distance transform of each clump's bright
-   core (pixels above 30 % of the local peak), seeds at least 0.4 nucleus diameters apart;
-   only clumps (cores over 1.2 typical nuclei) take part, packed into a small mosaic;
-4. every nucleus gets its own edge threshold, 30 % of its own peak, so bright blurred
-   (condensed or out-of-focus) nuclei are not inflated by their halo while dim ones keep
-   their extent; holes are filled;
-5. clusters of small pieces within 0.2 diameters of each other (a fragmented apoptotic
-   nucleus) become one object; objects outside the size limits (µm²) are dropped;
-6. if the nuclei found are much smaller than the settings expect (a wrong pixel or nucleus
-   size), the image is segmented again on a finer grid matched to them.
+1. block-average to the grid, smooth (0.07 d) and remove a smooth local background (grey
+   opening of block means a few nucleus diameters wide);
+2. foreground: above a *noise floor* (5 noise SDs from sigma-clipped statistics; no global
+   Otsu, so a few very bright nuclei cannot lift it above dim ones) and above 40 % of the
+   brightest pixel within one nucleus diameter (a local threshold: necks between touching
+   nuclei open, and a bright nucleus a diameter away does not hide a dim one);
+3. components over 0.6 typical nuclei are split by a watershed of the distance transform of
+   their bright core, seeds at least 0.3 d apart; pieces merge back unless the neck between
+   them is narrower than 75 % of the smaller one's inscribed radius (90 % when together they
+   are too big, 1.2 typical nuclei, to be one): pairs split, large textured nuclei do not;
+4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
+   inflated by their halo while dim ones keep their extent; holes are filled; objects under
+   15 % of the typical nucleus' level (faint cytoplasm) are dropped;
+5. clusters of small pieces within 0.2 d (a fragmented apoptotic nucleus) become one object;
+   objects outside the size limits (0.1-6.4 typical nuclei, or the µm² settings) go;
+6. :func:`refine_outlines` redraws the outlines at full resolution, visiting the pixels of
+   outline blocks only.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -31,27 +35,48 @@ from skimage.segmentation import watershed
 
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
 from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
-from screenlib.analysis.windows import window_max
+from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM, estimate_nucleus_scale
+from screenlib.analysis.windows import window_max, window_min
 from screenlib.settings import SegmentationSettings
 
 #: nuclei are segmented on a grid where the typical nucleus spans about this many pixels
 COARSE_DIAMETER_PX = 7.0
 #: noise threshold: coarse pixels this many noise standard deviations above background
 NOISE_THRESHOLD_SIGMAS = 5.0
-#: a nucleus' edge lies at this fraction of its own (background-corrected) peak
-EDGE_FRACTION_OF_PEAK = 0.3
+#: a nucleus' edge lies at this fraction of its own bright level (background-corrected 90th
+#: percentile): the half-maximum edge of a blurred object, robust to bright chromatin spots
+EDGE_FRACTION_OF_PEAK = 0.5
+EDGE_PERCENTILE = 50.0
 #: seeds for splitting clumps come from pixels above this fraction of the local peak
 SPLIT_CORE_FRACTION_OF_PEAK = 0.3
+#: two touching pieces stay one nucleus unless the neck between them (the distance map's
+#: saddle) is narrower than this fraction of the smaller piece's inscribed radius
+NECK_RATIO = 0.75
+#: ... or than this fraction when the two are too big together to be one nucleus
+WIDE_NECK_RATIO = 0.9
+PAIR_AREA_NUCLEI = 1.2
+#: a pixel is foreground when above this fraction of the brightest pixel within
+#: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
+LOCAL_FRACTION_OF_PEAK = 0.4
+LOCAL_WINDOW_DIAMETERS = 1.0
+#: only to size the search in a field with no nucleus to measure and no pixel size
+DEFAULT_PIXEL_SIZE_UM = 0.65
+#: objects fainter than this fraction of the typical nucleus' bright level are not nuclei
+#: (faint cytoplasm, autofluorescence); dim nuclei are rarely under a third of bright ones
+FAINT_FRACTION = 0.15
+#: smoothing sigma as a fraction of the nucleus diameter (0.7 µm for a 10 µm nucleus)
+SMOOTHING_DIAMETERS = 0.07
+#: default area limits in typical nucleus areas (8 and 500 µm² for a 10 µm nucleus)
+MIN_AREA_NUCLEI = 0.1
+MAX_AREA_NUCLEI = 6.4
 #: objects smaller than this many typical nuclei, closer than the gap below, are fragments of
 #: one apoptotic nucleus (karyorrhexis) and are merged into one object
 FRAGMENT_MAX_AREA_NUCLEI = 0.4
 FRAGMENT_GAP_DIAMETERS = 0.2
-#: components whose bright core exceeds this many typical nuclei are clumps to split
-CLUMP_AREA_NUCLEI = 1.2
-#: ... or whose whole area (halo included) exceeds this many typical nuclei
-CLUMP_TOTAL_AREA_NUCLEI = 1.8
+#: components larger than this many typical nuclei may hold several (pairs of small ones too)
+CLUMP_AREA_NUCLEI = 0.6
 #: two seeds must lie at least this many nucleus diameters apart
-SEED_SEPARATION_DIAMETERS = 0.4
+SEED_SEPARATION_DIAMETERS = 0.3
 
 
 def background_noise(values: np.ndarray, iterations: int = 4) -> tuple[float, float]:
@@ -104,36 +129,26 @@ def _split_clumps(
     single_area: float,
     min_separation: float,
 ) -> tuple[np.ndarray, int]:
-    """Split components larger than one nucleus by a distance-transform watershed.
+    """Split components that hold several nuclei by a distance-transform watershed.
 
-    Clumps are components whose core (pixels above 30 % of their peak) is larger than
-    ``CLUMP_AREA_NUCLEI`` typical nuclei (or whose whole area exceeds
-    ``CLUMP_TOTAL_AREA_NUCLEI``). Their distance transform is taken on the clump's core
-    (pixels above 30 % of the local peak intensity), its maxima at least ``min_separation``
-    apart are the seeds, and a watershed of the whole clump from them draws the dividing lines.
-    The clumps' boxes (grown by the seed spacing, so windows see each clump's surroundings) are
-    first packed side by side into one small mosaic, so every step runs on the clumped pixels
-    only, not on the whole field. The distance is the octagonal chamfer distance (mean of
-    city-block and chessboard), within a few per cent of the Euclidean one and several times
-    faster.
+    Every component larger than ``CLUMP_AREA_NUCLEI`` typical nuclei is a candidate (so pairs
+    of small nuclei are too). Its distance transform is taken on its bright core (pixels above
+    30 % of the local peak intensity, holes filled, so blur halos do not fill the necks and
+    dark texture inside a nucleus makes no seeds); the maxima at least ``min_separation``
+    apart are the seeds, and a watershed of the whole component from them draws the dividing
+    lines. Pieces then merge back unless the neck between them is narrower than
+    ``NECK_RATIO`` of the smaller one's inscribed radius (h-maxima relative to each piece's
+    size), so large or irregular single nuclei are not cut. The candidates' boxes (grown by
+    the seed spacing, so windows see each component's surroundings) are first packed side by
+    side into one small mosaic, so every step runs on their pixels only. The distance is the
+    octagonal chamfer distance (mean of city-block and chessboard), within a few per cent of
+    the Euclidean one and several times faster.
 
     Returns labels where unsplit components keep their ids and the pieces of clumps take ids
     above ``n_components`` (the ids of split clumps are left unused), and the highest id.
     """
-    # every per-component statistic from one grouping of the foreground pixels
     n_components = index.n_labels
-    values = signal.ravel()[index.pixels]
-    present = index.counts > 0
-    peaks = np.full(n_components, -np.inf, dtype=np.float32)
-    peaks[present] = np.maximum.reduceat(values, index.starts[present])
-    # judge size on each component's bright core: the blur halo makes single nuclei look big
-    in_core = values > SPLIT_CORE_FRACTION_OF_PEAK * peaks[index.object_ids - 1]
-    core_areas = np.bincount(index.object_ids[in_core], minlength=n_components + 1)[1:]
-    # a dim nucleus beside a bright one is no part of the bright one's core: the whole
-    # component counts too, with a margin for the halo
-    is_clump = (core_areas > CLUMP_AREA_NUCLEI * single_area) | (
-        index.counts > CLUMP_TOTAL_AREA_NUCLEI * single_area
-    )
+    is_clump = index.counts > CLUMP_AREA_NUCLEI * single_area
     if not is_clump.any():
         return components, n_components
 
@@ -172,6 +187,7 @@ def _split_clumps(
     # (within about one nucleus), so blur halos do not fill the necks between nuclei
     local_peak = window_max(mosaic_signal, int(round(2 * min_separation)) | 1)
     core = mask & (mosaic_signal > SPLIT_CORE_FRACTION_OF_PEAK * local_peak)
+    core = _fill_holes(core)
     distance = ndi.distance_transform_cdt(core, metric="taxicab").astype(np.float32)
     distance += ndi.distance_transform_cdt(core, metric="chessboard")
     distance *= 0.5
@@ -186,6 +202,7 @@ def _split_clumps(
         clump_right - clump_left,
     )
     pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
+    pieces, n_markers = _merge_wide_necks(pieces, distance, n_markers, single_area)
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
     n_orphans = 0
@@ -195,6 +212,71 @@ def _split_clumps(
     labels = components.astype(np.int32, copy=True)
     labels.ravel()[pixels] = pieces.ravel()[mosaic_pixels] + n_components
     return labels, n_components + n_markers + n_orphans
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes (background not connected to the image edge) filled."""
+    outside, _ = ndi.label(~mask)
+    border_ids = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+    is_outside = np.zeros(int(outside.max()) + 1, dtype=bool)
+    is_outside[border_ids] = True
+    is_outside[0] = False
+    return mask | ~is_outside[outside]
+
+
+def _merge_wide_necks(
+    pieces: np.ndarray, distance: np.ndarray, n_pieces: int, single_area: float
+) -> tuple[np.ndarray, int]:
+    """Merge touching watershed pieces whose shared boundary is not a real neck.
+
+    The saddle of two pieces is the highest distance value on their boundary; they are one
+    nucleus when it exceeds ``NECK_RATIO`` times the smaller piece's peak distance (inscribed
+    radius), or ``WIDE_NECK_RATIO`` times when together they are no larger than
+    ``PAIR_AREA_NUCLEI`` typical nuclei (``single_area``): a shallow waist splits a pair too
+    big to be one nucleus, but not a large textured nucleus. Returns the pieces renumbered
+    1..M and M.
+    """
+    if n_pieces < 2:
+        return pieces, n_pieces
+    peaks = np.zeros(n_pieces + 1, dtype=np.float32)
+    np.maximum.at(peaks, pieces.ravel(), distance.ravel())
+    firsts, seconds, values = [], [], []
+    for a, b, da, db in (
+        (pieces[:, :-1], pieces[:, 1:], distance[:, :-1], distance[:, 1:]),
+        (pieces[:-1], pieces[1:], distance[:-1], distance[1:]),
+    ):
+        boundary = (a > 0) & (b > 0) & (a != b)
+        firsts.append(a[boundary])
+        seconds.append(b[boundary])
+        values.append(np.minimum(da[boundary], db[boundary]))
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    if first.size == 0:
+        return pieces, n_pieces
+    low, high = np.minimum(first, second).astype(np.int64), np.maximum(first, second)
+    keys, inverse = np.unique(low * (n_pieces + 1) + high, return_inverse=True)
+    saddles = np.zeros(keys.size, dtype=np.float32)
+    np.maximum.at(saddles, inverse, np.concatenate(values))
+    pair_low, pair_high = keys // (n_pieces + 1), keys % (n_pieces + 1)
+    areas = np.bincount(pieces.ravel(), minlength=n_pieces + 1)
+    big = areas[pair_low] + areas[pair_high] > PAIR_AREA_NUCLEI * single_area
+    ratio = np.where(big, WIDE_NECK_RATIO, NECK_RATIO)
+    wide = saddles > ratio * np.minimum(peaks[pair_low], peaks[pair_high])
+    if not wide.any():
+        return pieces, n_pieces
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix(
+        (np.ones(int(wide.sum())), (pair_low[wide], pair_high[wide])),
+        shape=(n_pieces + 1, n_pieces + 1),
+    )
+    n_groups, group = connected_components(graph, directed=False)
+    # group 0 is the background's (piece 0 has no edges): renumber the rest 1..M
+    new_ids = np.zeros(n_groups, dtype=np.int32)
+    others = np.unique(group[1:])
+    new_ids[others] = np.arange(1, others.size + 1, dtype=np.int32)
+    new_ids[group[0]] = 0
+    return new_ids[group][pieces], int(others.size)
 
 
 def _flood_clumps(
@@ -246,10 +328,114 @@ def _flood_clumps(
     return pieces
 
 
+@dataclass(frozen=True)
+class GridSegmentation:
+    """Nuclei found on a grid of blocks, with each nucleus' edge level for the full image.
+
+    ``labels`` (int32, grid); ``baseline``: the grid's background (and noise level) map to
+    subtract from intensities; ``edge_levels[k]``: nucleus ``k``'s edge, the level above the
+    baseline where its outline lies (index 0 unused); ``floor``: the noise floor above the
+    baseline (a number or a grid map).
+    """
+
+    labels: np.ndarray
+    baseline: np.ndarray
+    edge_levels: np.ndarray
+    floor: float | np.ndarray
+
+
+def refine_outlines(
+    grid: GridSegmentation,
+    image: np.ndarray,
+    factor: int,
+    flat: np.ndarray | None = None,
+    offset: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-resolution labels from grid labels: outlines redrawn pixel by pixel.
+
+    Only the blocks on an outline (a block whose 3 x 3 neighbourhood holds another label) are
+    revisited: each of their pixels goes to the block's nucleus (or, for a background block,
+    the neighbouring one) when its value, less the baseline, lies above that nucleus' edge
+    level and the noise floor. Blocks inside nuclei and in the background keep their
+    label, so the cost follows the outlines' length, not the image's size.
+
+    Parameters
+    ----------
+    grid
+        From :func:`segment_nuclei_grid` on ``block_mean(image, factor)``.
+    image
+        The full-resolution nuclear image (any dtype).
+    factor
+        Block size of the grid.
+    flat
+        Flat-field profile the grid image was divided by (full resolution), or None.
+    offset
+        Camera offset removed from the grid image.
+
+    Returns
+    -------
+    labels : ndarray of int32
+        Full-resolution labels.
+    area_change : ndarray of int64
+        Pixels each label gained (or lost) against ``factor**2`` per grid pixel (index 0
+        unused), so areas follow without counting the full image.
+    """
+    shape = image.shape
+    labels = grid.labels
+    full = upsample_nearest(labels, factor, shape).astype(np.int32, copy=False)
+    n_labels = int(labels.max())
+    change = np.zeros(n_labels + 1, dtype=np.int64)
+    if factor == 1 or n_labels == 0:
+        return full, change
+    compact = labels.astype(np.uint16) if labels.max() < 2**16 else labels
+    highest = window_max(compact, 3)
+    others = np.where(compact > 0, compact, np.iinfo(compact.dtype).max).astype(compact.dtype)
+    lowest = window_min(others, 3)
+    outline = (highest != compact) | ((compact > 0) & (lowest != compact))
+    block_y, block_x = np.nonzero(outline)
+    candidate = np.where(labels[outline] > 0, labels[outline], highest[outline]).astype(np.int32)
+    level = grid.edge_levels[candidate]
+    if np.ndim(grid.floor):
+        level = np.maximum(level, np.asarray(grid.floor)[block_y, block_x])
+    else:
+        level = np.maximum(level, np.float32(grid.floor))
+    # every pixel of an outline block as one of factor x factor strided sub-images of the grid
+    # size: a gather of the outline's blocks from each, no full-size temporaries
+    level += grid.baseline[block_y, block_x]
+    own = labels[block_y, block_x]
+    redrawn = []
+    for dy in range(factor):
+        inside_y = block_y * factor + dy < shape[0]
+        for dx in range(factor):
+            inside = inside_y & (block_x * factor + dx < shape[1])
+            ys, xs = block_y[inside], block_x[inside]
+            values = image[dy::factor, dx::factor][ys, xs].astype(np.float32)
+            values -= np.float32(offset)
+            if flat is not None:
+                values /= flat[dy::factor, dx::factor][ys, xs]
+            new = np.where(values > level[inside], candidate[inside], 0)
+            change += np.bincount(new, minlength=n_labels + 1)
+            change -= np.bincount(own[inside], minlength=n_labels + 1)
+            redrawn.append((inside, new))
+    # a small nucleus whose every pixel fell under its edge level keeps its blocks
+    vanished = change + factor**2 * np.bincount(labels.ravel(), minlength=n_labels + 1) <= 0
+    vanished[0] = False
+    for (dy, dx), (inside, new) in zip(np.ndindex(factor, factor), redrawn, strict=True):
+        if vanished.any():
+            keep_own = vanished[own[inside]]
+            change += np.bincount(own[inside][keep_own], minlength=n_labels + 1)
+            change -= np.bincount(new[keep_own], minlength=n_labels + 1)
+            new = np.where(keep_own, own[inside], new)
+        full[dy::factor, dx::factor][block_y[inside], block_x[inside]] = new
+    return full, change
+
+
 def segment_nuclei(
     nuclear_image: np.ndarray,
-    pixel_size_um: float,
+    pixel_size_um: float | None = None,
     settings: SegmentationSettings | None = None,
+    *,
+    nucleus_diameter_px: float | None = None,
 ) -> np.ndarray:
     """Segment nuclei in one nuclear-stain image.
 
@@ -258,10 +444,13 @@ def segment_nuclei(
     nuclear_image
         ``(Y, X)`` image of the nuclear stain (camera offset removed; background need not be).
     pixel_size_um
-        Pixel size in micrometres; all sizes in ``settings`` are in µm.
+        Pixel size in micrometres, or None when unknown. Only µm settings need it.
     settings
-        Segmentation settings (``nucleus_diameter_um``, ``min_area_um2``, ``max_area_um2``,
-        ``smoothing_sigma_um``, ``split_touching``); defaults when None.
+        Segmentation settings; defaults when None.
+    nucleus_diameter_px
+        The typical nucleus diameter in pixels (e.g. measured per plate with
+        :func:`screenlib.analysis.scale.estimate_nucleus_scale`); when None it comes from the
+        settings or is measured on this image (:func:`nucleus_diameter`).
 
     Returns
     -------
@@ -272,58 +461,85 @@ def segment_nuclei(
     --------
     >>> image = np.zeros((64, 64), np.float32)
     >>> image[10:22, 10:22] = 100; image[40:52, 30:44] = 60
-    >>> int(segment_nuclei(image, 0.65).max())
+    >>> int(segment_nuclei(image, nucleus_diameter_px=13).max())
     2
     """
     settings = settings or SegmentationSettings()
     image = np.asarray(nuclear_image)
     if image.ndim != 2:
         raise ValueError(f"nuclear_image must be 2-D (Y, X), got shape {image.shape}")
-    factor = grid_factor(pixel_size_um, settings)
-    labels = segment_nuclei_grid(block_mean(image, factor), factor, pixel_size_um, settings)
-    refined = refine_grid(labels, factor, pixel_size_um, settings)
-    if refined is not None:
-        factor, settings = refined
-        labels = segment_nuclei_grid(block_mean(image, factor), factor, pixel_size_um, settings)
-    return upsample_nearest(labels, factor, image.shape)
+    diameter, _ = nucleus_diameter(image, pixel_size_um, settings, nucleus_diameter_px)
+    factor = grid_factor(diameter)
+    grid = segment_nuclei_grid(
+        block_mean(image, factor), factor, diameter, settings, pixel_size_um=pixel_size_um
+    )
+    return refine_outlines(grid, image, factor)[0]
 
 
-def refine_grid(
-    labels: np.ndarray, factor: int, pixel_size_um: float, settings: SegmentationSettings
-) -> tuple[int, SegmentationSettings] | None:
-    """A finer grid and nucleus size when the nuclei found are much smaller than expected.
+def nucleus_diameter(
+    nuclear_image: np.ndarray | None,
+    pixel_size_um: float | None,
+    settings: SegmentationSettings,
+    measured_px: float | None = None,
+) -> tuple[float, str]:
+    """The typical nucleus diameter (pixels) to segment with, and where it came from.
 
-    The grid is chosen from the expected nucleus diameter; when the median nucleus found is
-    under 1/1.3 of it (wrong pixel size or nucleus size setting), a second pass on a grid
-    and with a diameter matched to the observed nuclei is needed. None when the first is fine.
+    In order: the settings' ``nucleus_diameter_px``; their ``nucleus_diameter_um`` when the
+    pixel size is known; ``measured_px`` (the plate's measured scale); else measured on
+    ``nuclear_image`` itself.
     """
-    if factor == 1:
-        return None
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    if areas.size < 10:
-        return None
-    observed_um = float(np.sqrt(4.0 / np.pi * np.median(areas))) * factor * pixel_size_um
-    if observed_um >= settings.nucleus_diameter_um / 1.3:
-        return None
-    adjusted = dataclasses.replace(settings, nucleus_diameter_um=observed_um)
-    better = grid_factor(pixel_size_um, adjusted)
-    return (better, adjusted) if better < factor else None
+    if settings.nucleus_diameter_px is not None:
+        return float(settings.nucleus_diameter_px), "settings (segmentation.nucleus_diameter_px)"
+    if settings.nucleus_diameter_um is not None and pixel_size_um:
+        return (
+            float(settings.nucleus_diameter_um / pixel_size_um),
+            "settings (segmentation.nucleus_diameter_um / pixel size)",
+        )
+    if measured_px is not None:
+        if not measured_px > 0:
+            raise ValueError(f"nucleus diameter must be positive, got {measured_px} px")
+        return float(measured_px), "measured per plate"
+    if nuclear_image is None:
+        raise ValueError("no nucleus diameter: give one or an image to measure it on")
+    try:
+        scale = estimate_nucleus_scale([nuclear_image])
+    except ValueError:
+        # nothing nucleus-like in the field: any scale finds (next to) nothing, and QC says so
+        fallback = TYPICAL_NUCLEUS_DIAMETER_UM / (pixel_size_um or DEFAULT_PIXEL_SIZE_UM)
+        return fallback, "no nucleus found to measure; typical size assumed"
+    return scale.diameter_px, f"measured on the field: {scale}"
 
 
-def grid_factor(pixel_size_um: float, settings: SegmentationSettings) -> int:
+def grid_factor(diameter_px: float) -> int:
     """Block size of the grid nuclei are segmented on (typical nucleus ~7-14 grid pixels)."""
-    if not pixel_size_um > 0:
-        raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um}")
-    return max(1, int(settings.nucleus_diameter_um / pixel_size_um // COARSE_DIAMETER_PX))
+    if not diameter_px > 0:
+        raise ValueError(f"nucleus diameter must be positive, got {diameter_px} px")
+    return max(1, int(diameter_px // COARSE_DIAMETER_PX))
+
+
+def area_limits_px(
+    diameter_px: float, pixel_size_um: float | None, settings: SegmentationSettings
+) -> tuple[float, float]:
+    """Smallest and largest nucleus area (full-resolution pixels): the settings' µm² limits
+    when given and the pixel size is known, else ``MIN_AREA_NUCLEI``/``MAX_AREA_NUCLEI``
+    typical nucleus areas."""
+    typical = np.pi / 4.0 * diameter_px**2
+    low, high = MIN_AREA_NUCLEI * typical, MAX_AREA_NUCLEI * typical
+    if pixel_size_um:
+        if settings.min_area_um2 is not None:
+            low = settings.min_area_um2 / pixel_size_um**2
+        if settings.max_area_um2 is not None:
+            high = settings.max_area_um2 / pixel_size_um**2
+    return low, high
 
 
 def segment_nuclei_grid(
     grid_image: np.ndarray,
     factor: int,
-    pixel_size_um: float,
+    diameter_px: float,
     settings: SegmentationSettings | None = None,
     noise_scale: np.ndarray | None = None,
+    pixel_size_um: float | None = None,
 ) -> np.ndarray:
     """Segment nuclei on a block-averaged image (the work behind :func:`segment_nuclei`).
 
@@ -334,26 +550,35 @@ def segment_nuclei_grid(
         :func:`grid_factor` and :func:`screenlib.analysis.correction.block_mean`.
     factor
         Block size in full-resolution pixels.
-    pixel_size_um, settings
+    diameter_px
+        Typical nucleus diameter in full-resolution pixels (see :func:`nucleus_diameter`).
+    settings
         As in :func:`segment_nuclei`.
     noise_scale
         Relative noise level per grid pixel (median 1), e.g. the inverse of the flat-field
         profile the image was divided by: flat-field correction amplifies the noise of dim
         corners, and a single noise threshold would turn it into objects there.
+    pixel_size_um
+        Pixel size, or None when unknown (µm settings apply only when it is known).
 
     Returns
     -------
-    ndarray of int32
-        Labels on the grid; ``upsample_nearest`` gives the full-resolution label image.
+    GridSegmentation
+        Labels on the grid, and what :func:`refine_outlines` needs to draw them at full
+        resolution.
     """
     settings = settings or SegmentationSettings()
-    diameter = settings.nucleus_diameter_um / pixel_size_um / factor
+    diameter = diameter_px / factor
     coarse = np.asarray(grid_image, dtype=np.float32)
-    smoothing = settings.smoothing_sigma_um / pixel_size_um / factor
+    if settings.smoothing_sigma_um is not None and pixel_size_um:
+        smoothing = settings.smoothing_sigma_um / pixel_size_um / factor
+    else:
+        smoothing = SMOOTHING_DIAMETERS * diameter
     if smoothing > 0.6:
         # block averaging already smooths by about half a grid pixel
         coarse = ndi.gaussian_filter(coarse, np.sqrt(smoothing**2 - 0.25), mode="nearest")
-    signal = coarse - smooth_background(coarse, block_px=int(round(diameter)), window_blocks=5)
+    background = smooth_background(coarse, block_px=int(round(diameter)), window_blocks=5)
+    signal = coarse - background
     if noise_scale is None:
         level, noise = background_noise(signal)
         signal -= level
@@ -363,9 +588,13 @@ def segment_nuclei_grid(
         level, noise = background_noise(signal / noise_scale)
         signal -= level * noise_scale
         floor = NOISE_THRESHOLD_SIGMAS * noise * noise_scale
-    components, n_components = ndi.label(signal > floor)
+    # a local threshold above the noise floor: half the brightest value within about one
+    # nucleus, so necks between touching nuclei open and a bright nucleus cannot raise the
+    # threshold of a dim one a nucleus away
+    window = 2 * int(round(LOCAL_WINDOW_DIAMETERS * diameter / 2.0)) + 1
+    foreground = (signal > floor) & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, window))
+    components, n_components = ndi.label(foreground)
     index = index_labels(components, n_components)
-    diameter = _observed_diameter(index.counts, diameter)
     if settings.split_touching and n_components:
         components, n_components = _split_clumps(
             components,
@@ -376,37 +605,21 @@ def segment_nuclei_grid(
         )
     # every later step keeps or drops pixels of the components: their pixels are all it visits
     foreground = index.pixels
-    labels = _refine_edges(signal, components, n_components, floor, foreground)
+    labels, bright = _refine_edges(signal, components, n_components, floor, foreground)
+    labels = _drop_faint(labels, bright, foreground)
     labels = _merge_fragments(
         labels,
         small_area=FRAGMENT_MAX_AREA_NUCLEI * np.pi / 4.0 * diameter**2,
         gap_px=max(1, int(round(FRAGMENT_GAP_DIAMETERS * diameter))),
         foreground=foreground,
     )
-    pixel_area_um2 = (pixel_size_um * factor) ** 2
-    return _filter_sizes(
-        labels, settings.min_area_um2, settings.max_area_um2, pixel_area_um2, foreground
-    )
-
-
-def _observed_diameter(areas: np.ndarray, expected: float) -> float:
-    """The expected nucleus diameter, unless this image's nuclei are clearly smaller.
-
-    Guards seed spacing and clump detection against a nucleus size (or pixel size) that is
-    badly off: when the median object (objects under a quarter of the expected area, debris,
-    do not vote) is more than 1.5x smaller than expected, its diameter is used (at least half
-    the expected one). Larger medians are not trusted: blur halos and clumps inflate them.
-    Needs at least 10 objects; ``areas`` are the objects' pixel counts.
-    """
-    if areas.size < 10:
-        return expected
-    areas = areas[areas > np.pi / 16.0 * expected**2]
-    if areas.size < 10:
-        return expected
-    observed = float(np.sqrt(4.0 / np.pi * np.median(areas)))
-    if observed >= expected / 1.5:
-        return expected
-    return max(observed, 0.5 * expected)
+    low, high = area_limits_px(diameter_px, pixel_size_um, settings)
+    labels, new_ids = _filter_sizes(labels, low / factor**2, high / factor**2, foreground)
+    edges = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    edges[new_ids[1:]] = np.maximum(EDGE_FRACTION_OF_PEAK * bright[1 : new_ids.size], 0)
+    edges[0] = np.inf
+    baseline = level if noise_scale is None else level * noise_scale
+    return GridSegmentation(labels, background + baseline, edges, floor)
 
 
 def _refine_edges(
@@ -420,11 +633,21 @@ def _refine_edges(
     floor (a number or a per-pixel map); fill holes. ``foreground`` holds the flat indices of
     all labelled pixels."""
     if n_labels == 0:
-        return labels.astype(np.int32)
+        return labels.astype(np.int32), np.zeros(1, dtype=np.float32)
     object_ids = labels.ravel()[foreground]
     values = signal.ravel()[foreground]
-    peaks = np.full(n_labels + 1, -np.inf, dtype=np.float32)
-    np.maximum.at(peaks, object_ids, values)
+    # each object's level: a percentile of its pixels (one sort of id + value squeezed into
+    # [0, 1) orders them by value within each object, as in measure.labelled_percentile)
+    low = float(values.min()) if values.size else 0.0
+    span = (float(values.max()) - low) * (1 + 1e-6) or 1.0 if values.size else 1.0
+    keys = np.sort(object_ids + (values - low) / span)
+    counts = np.bincount(object_ids, minlength=n_labels + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    present = counts > 0
+    present[0] = False
+    rank = starts[present] + (EDGE_PERCENTILE / 100.0 * (counts[present] - 1)).astype(np.int64)
+    peaks = np.zeros(n_labels + 1, dtype=np.float32)
+    peaks[present] = (keys[rank] - np.flatnonzero(present)) * span + low
     lowest = EDGE_FRACTION_OF_PEAK * peaks[object_ids]
     if np.ndim(floor):
         np.maximum(lowest, np.asarray(floor).ravel()[foreground], out=lowest)
@@ -442,6 +665,32 @@ def _refine_edges(
     kept |= ~is_outside[outside.ravel()[foreground]]
     refined = np.zeros(labels.shape, dtype=np.int32)
     refined.ravel()[foreground[kept]] = object_ids[kept]
+    return refined, peaks
+
+
+def _drop_faint(labels: np.ndarray, bright: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Remove objects fainter than ``FAINT_FRACTION`` of the typical nucleus.
+
+    ``bright`` is each object's level (by id). The typical level is the median over objects
+    weighted by their area, so many small specks do not set it and a few bright condensed
+    nuclei do not either; only objects several times fainter than the typical nucleus go
+    (faint cytoplasm, autofluorescence), so dim nuclei among bright ones stay.
+    """
+    object_ids = labels.ravel()[foreground]
+    areas = np.bincount(object_ids, minlength=bright.size)[: bright.size].astype(np.float64)
+    areas[0] = 0
+    weights = areas.copy()
+    if weights.sum() <= 0:
+        return labels
+    order = np.argsort(bright)
+    cumulative = np.cumsum(weights[order])
+    typical = bright[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)]
+    faint = bright < FAINT_FRACTION * typical
+    faint[0] = True
+    if not faint[1:][areas[1:] > 0].any():
+        return labels
+    refined = labels.copy()
+    refined.ravel()[foreground] = np.where(faint[object_ids], 0, object_ids)
     return refined
 
 
@@ -476,20 +725,16 @@ def _merge_fragments(
 
 
 def _filter_sizes(
-    labels: np.ndarray,
-    min_area_um2: float,
-    max_area_um2: float,
-    pixel_area_um2: float,
-    foreground: np.ndarray,
+    labels: np.ndarray, min_area: float, max_area: float, foreground: np.ndarray
 ) -> np.ndarray:
-    """Drop objects outside the area limits and renumber 1..N (``foreground`` as in
-    :func:`_merge_fragments`)."""
+    """Drop objects outside the area limits (grid pixels) and renumber 1..N (``foreground``
+    as in :func:`_merge_fragments`); also returns the new id of every old one (0: dropped)."""
     object_ids = labels.ravel()[foreground]
-    area_um2 = np.bincount(object_ids, minlength=1) * pixel_area_um2
-    keep = (area_um2 >= min_area_um2) & (area_um2 <= max_area_um2)
+    area = np.bincount(object_ids, minlength=1)
+    keep = (area >= min_area) & (area <= max_area)
     keep[0] = False
-    new_ids = np.zeros(area_um2.size, dtype=np.int32)
+    new_ids = np.zeros(area.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     filtered = np.zeros(labels.shape, dtype=np.int32)
     filtered.ravel()[foreground] = new_ids[object_ids]
-    return filtered
+    return filtered, new_ids

@@ -37,7 +37,13 @@ def _read_image(path: Path, channel: int) -> tuple[np.ndarray, float | None]:
 
 
 def _tiff_pixel_size_um(tif) -> float | None:
-    """Pixel size from ImageJ metadata or the TIFF resolution tags, when recorded in µm/cm."""
+    """Pixel size recorded in the TIFF: MetaSeries ``spatial-calibration-x`` (as the ingest
+    reads it), else ImageJ metadata or the resolution tags when recorded in µm or cm."""
+    metaseries = tif.metaseries_metadata if tif.is_metaseries else None
+    if metaseries:
+        calibration = dict(metaseries.get("PlaneInfo", {})).get("spatial-calibration-x")
+        if calibration:
+            return float(calibration)
     page = tif.pages[0]
     imagej = tif.imagej_metadata or {}
     tags = page.tags
@@ -56,6 +62,19 @@ def _tiff_pixel_size_um(tif) -> float | None:
     return None
 
 
+def _write_overlay(path: Path, image: np.ndarray, labels: np.ndarray) -> None:
+    """PNG of ``image`` (contrast from its 0.5-99.8 percentiles) with the outlines of
+    ``labels`` drawn in magenta."""
+    from matplotlib.image import imsave
+    from skimage.segmentation import find_boundaries
+
+    low, high = np.percentile(image[:: max(1, image.shape[0] // 512)], [0.5, 99.8])
+    grey = np.clip((image.astype(np.float32) - low) / max(float(high - low), 1e-6), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb[find_boundaries(labels, mode="inner")] = (1.0, 0.0, 1.0)
+    write_output(path, lambda tmp: imsave(tmp, rgb, format="png"))
+
+
 @click.command(name="segment")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -68,7 +87,8 @@ def _tiff_pixel_size_um(tif) -> float | None:
     "--pixel-size",
     type=float,
     default=None,
-    help="Pixel size in µm (default: from the TIFF, the settings, or 0.65).",
+    help="Pixel size in µm (default: the settings' pixel_size_um, else the TIFF's tags; "
+    "unknown is fine: sizes follow the measured nucleus scale).",
 )
 @click.option(
     "--settings",
@@ -78,38 +98,58 @@ def _tiff_pixel_size_um(tif) -> float | None:
     help="Assay settings TOML; its [segmentation] section is used.",
 )
 @click.option("--channel", type=int, default=0, show_default=True, help="Channel of a stack.")
+@click.option(
+    "--overlay",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of the image with the nuclei outlines drawn on it.",
+)
 def command(
-    image: Path, out: Path, pixel_size: float | None, settings_path: Path | None, channel: int
+    image: Path,
+    out: Path,
+    pixel_size: float | None,
+    settings_path: Path | None,
+    channel: int,
+    overlay: Path | None,
 ) -> None:
-    """Segment nuclei in IMAGE (one nuclear-stain TIFF) and write a label image to --out."""
+    """Segment nuclei in IMAGE (one nuclear-stain TIFF) and write a label image to --out.
+
+    The field goes through the same kernel as ``screenlib run`` (pixel size resolved in the
+    same order, nucleus scale measured on the image unless the settings give it).
+    """
     import tifffile
 
-    from screenlib.analysis.correction import estimate_camera_offset
-    from screenlib.plugins import get_segmenter
+    from screenlib.analysis import analyze_field
+    from screenlib.analysis.scale import resolve_pixel_size
+    from screenlib.plugins import get_segmenter, get_stain
     from screenlib.settings import load_settings
 
     settings = load_settings(settings_path)
     nuclear, tiff_pixel_size = _read_image(image, channel)
-    pixel_size_um = (
-        pixel_size
-        or tiff_pixel_size
-        or settings.pixel_size_um
-        or settings.segmentation.default_pixel_size_um
+    if pixel_size is not None and not pixel_size > 0:
+        raise InputError(f"--pixel-size must be positive, got {pixel_size}")
+    explicit = pixel_size if pixel_size is not None else settings.pixel_size_um
+    try:
+        pixel_size_um, source = resolve_pixel_size(explicit, tiff_pixel_size)
+    except ValueError as error:
+        raise InputError(f"{image}: {error}") from error
+    nuclear_stains = [c.stain for c in settings.channels if get_stain(c.stain).role == "nuclear"]
+    stain = get_stain(nuclear_stains[0] if nuclear_stains else "hoechst")
+    name = settings.segmentation.segmenter
+    result = analyze_field(
+        nuclear[None],
+        stains=[stain],
+        pixel_size_um=pixel_size_um,
+        settings=settings,
+        segmenter=None if name == "classical" else get_segmenter(name),
     )
-    if not pixel_size_um > 0:
-        raise InputError(f"--pixel-size must be positive, got {pixel_size_um}")
-    offset = (
-        settings.correction.camera_offset
-        if settings.correction.camera_offset is not None
-        else estimate_camera_offset(nuclear)
-    )
-    segmenter = get_segmenter(settings.segmentation.segmenter)
-    labels = segmenter(
-        nuclear.astype(np.float32) - np.float32(offset), pixel_size_um, settings.segmentation
-    )
-    labels = np.asarray(labels, dtype=np.int32)
+    labels = np.asarray(result.labels, dtype=np.int32)
     write_output(out, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+    if overlay is not None:
+        _write_overlay(overlay, nuclear, labels)
+    size = f"{pixel_size_um:g} µm" if pixel_size_um else "unknown"
     click.echo(
-        f"{int(labels.max())} nuclei in {image.name} (pixel size {pixel_size_um:g} µm, "
-        f"segmenter '{settings.segmentation.segmenter}') -> {out}"
+        f"{int(labels.max())} nuclei in {image.name} (pixel size {size}: {source}; nucleus "
+        f"diameter {result.qc['nucleus_diameter_px']:.1f} px; segmenter '{name}') -> {out}"
+        + (f"; outlines -> {overlay}" if overlay is not None else "")
     )

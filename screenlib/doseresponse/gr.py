@@ -107,7 +107,7 @@ def gr_table(wells: pd.DataFrame, settings=None, t0: pd.DataFrame | None = None)
     Returns rows shaped like ``fit_table``'s (readout ``gr_value``) plus ``gr50_molar``,
     ``gr50_text``, ``gec50_molar``, ``gr_inf``, ``gr_max``, ``gr_aoc``, ``gr_hill``.
     """
-    from screenlib.doseresponse.table import _curve_groups
+    from screenlib.platemap._curves import _curve_groups
 
     fit_settings = getattr(settings, "fit", settings) or FitSettings()
     for column in ("sample", "concentration_molar", "n_cells"):

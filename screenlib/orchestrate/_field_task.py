@@ -53,6 +53,7 @@ class FieldJob:
     run_token: str
     fingerprint: str = ""  # of the stored pixels this field's result is computed from
     labels_path: str = ""  # the plate the label image goes to (default: plate_path)
+    nucleus_diameter_px: float | None = None  # the plate's measured nucleus scale
 
     @property
     def stem(self) -> str:
@@ -69,6 +70,20 @@ def _open_plate(path: str, run_token: str, mode: str = "r"):  # noqa: ARG001 - t
     from screenlib.store import open_plate
 
     return open_plate(path, mode=mode)
+
+
+@functools.lru_cache(maxsize=8)
+def _stains(names: tuple[str, ...]) -> list:
+    """The worker's stain objects for the job's names (entry points read once per process)."""
+    from screenlib.plugins import get_stains
+
+    return get_stains(names)
+
+
+def _segmenter(settings: AssaySettings):
+    from screenlib.plugins import resolve_segmenter
+
+    return resolve_segmenter(settings.segmentation)
 
 
 @functools.lru_cache(maxsize=2)
@@ -147,10 +162,12 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
         clock.lap("flatfield")
         result = analyze_field(
             channels,
-            stains=list(job.stains),
+            stains=_stains(job.stains),
+            segmenter=_segmenter(job.settings),
             pixel_size_um=job.pixel_size_um,
             settings=job.settings,
             flatfield=flatfield,
+            nucleus_diameter_px=job.nucleus_diameter_px,
         )
         del channels  # the raw field is not needed any more: free it before the writes
         clock.lap("kernel")

@@ -48,6 +48,7 @@ class PlatePlan:
     field_ids: list[tuple[str, int]]
     n_timepoints: int
     out_dir: Path
+    nucleus_scale: dict | None = None  # measured at the start of the run (run.nucleus_scale)
 
     @property
     def n_fields(self) -> int:

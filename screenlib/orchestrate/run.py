@@ -9,6 +9,7 @@ plate ingested into it, the flat-field profile, and which finished fields still 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -327,6 +328,59 @@ def flatfield_profile(
     return path, f"{key}:{digest}"
 
 
+def _nuclear_planes(task: tuple[str, list[tuple[str, int]], int]):
+    """Worker side: the nuclear channel of each sampled field, read one at a time."""
+    plate_path, fields, channel = task
+    for plane in _channel_planes(plate_path, fields, channel):
+        yield plane[0]
+
+
+def _estimate_scale(task: tuple[str, list[tuple[str, int]], int]):
+    """Worker side: the plate's nucleus scale from the sampled fields' nuclear channel."""
+    from screenlib.analysis.scale import estimate_nucleus_scale
+
+    try:
+        return estimate_nucleus_scale(_nuclear_planes(task))
+    except ValueError as error:  # no nucleus anywhere in the sample: each field measures
+        return str(error)
+
+
+def nucleus_scale(
+    executor, plan: PlatePlan, plate, settings: AssaySettings, previous: dict | None
+) -> dict[str, Any]:
+    """The plate's nucleus diameter in pixels, measured once from a sample of fields (about
+    4 % of them, 3 to 24): ``{"diameter_px", "text", "key"}``; ``diameter_px`` is None when
+    the settings give the size (the kernel takes it from them)."""
+    from screenlib.plugins import load_stains
+
+    segmentation = settings.segmentation
+    if segmentation.nucleus_diameter_px is not None:
+        return {"diameter_px": None, "text": f"{segmentation.nucleus_diameter_px:g} px (settings)"}
+    if segmentation.nucleus_diameter_um is not None and plan.pixel_size_um:
+        diameter = segmentation.nucleus_diameter_um / plan.pixel_size_um
+        text = f"{diameter:.1f} px ({segmentation.nucleus_diameter_um:g} µm, settings)"
+        return {"diameter_px": None, "text": text}
+    stains = load_stains()
+    nuclear = next(i for i, name in plan.channels if stains[name].role == "nuclear")
+    n_sample = int(np.clip(round(0.04 * len(plan.field_ids)), 3, 24))
+    sample = _sample_fields(plan.field_ids, n_sample)
+    key = hashlib.sha256(
+        repr((nuclear, [plate.field_fingerprint(w, f) for w, f in sample])).encode()
+    ).hexdigest()[:20]
+    cached = (previous or {}).get("nucleus_scale") or {}
+    if cached.get("key") == key:
+        return cached
+    task = (str(plan.plate_path), sample, nuclear)
+    (scale,) = gather(executor, _estimate_scale, [task], f"scale-{key[:8]}")
+    if isinstance(scale, str):
+        text = f"not measured ({scale}); each field measures its own"
+        return {"diameter_px": None, "text": text, "key": key}
+    text = (
+        f"{scale.diameter_px:.1f} px, measured on {scale.n_objects} nuclei in {len(sample)} fields"
+    )
+    return {"diameter_px": float(scale.diameter_px), "text": text, "key": key}
+
+
 # --------------------------------------------------------------------------- field jobs
 
 
@@ -340,6 +394,7 @@ def field_jobs(
     labels_path: str,
     recompute: bool,
     run_token: str,
+    nucleus_diameter_px: float | None = None,
 ) -> tuple[list[FieldJob], dict[str, dict[str, Any]], list[str]]:
     """The fields still to analyse, the finished ones to reuse, and those whose pixels changed
     since they were analysed."""
@@ -383,6 +438,7 @@ def field_jobs(
                     run_token=run_token,
                     fingerprint=fingerprint,
                     labels_path=labels_path,
+                    nucleus_diameter_px=nucleus_diameter_px,
                 )
             )
     return todo, reused, changed
@@ -643,6 +699,12 @@ def _run_planned(
         f"({summary.n_fields_computed} fields analysed, {summary.n_fields_reused} reused)",
         "plate": str(plate_obj.path),
         "analysis_hash": computed.analysis_hash,
+        "pixel size": (
+            f"{plate_plan.pixel_size_um:g} µm ({plate_plan.pixel_size_source})"
+            if plate_plan.pixel_size_um
+            else f"unknown ({plate_plan.pixel_size_source}): sizes in pixels, µm columns empty"
+        ),
+        "nucleus scale": (plate_plan.nucleus_scale or {}).get("text", ""),
         "n_fields": summary.n_fields,
         "n_fields_failed": summary.n_fields_failed,
         "n_cells": summary.n_cells,
@@ -672,7 +734,13 @@ def _compute(
     flatfield_path, flatfield_key = flatfield_profile(
         executor, plate_plan, plate_obj, settings, previous
     )
-    a_hash = analysis_hash(settings, _analysis_context(plate_plan, plate_obj, flatfield_key))
+    scale = nucleus_scale(executor, plate_plan, plate_obj, settings, previous)
+    logger.info("nucleus scale: %s", scale["text"])
+    manifest["nucleus_scale"] = plate_plan.nucleus_scale = scale
+    diameter_px = scale["diameter_px"]
+    context = _analysis_context(plate_plan, plate_obj, flatfield_key)
+    context["nucleus_diameter_px"] = diameter_px
+    a_hash = analysis_hash(settings, context)
     stale = force or previous.get("analysis_hash") != a_hash
     if previous.get("analysis_hash") not in (None, a_hash) and not force:
         plan.notes.append(
@@ -689,6 +757,7 @@ def _compute(
         labels_path=str(Path(labels.path).resolve()),
         recompute=force,
         run_token=run_token,
+        nucleus_diameter_px=diameter_px,
     )
     if changed:
         plan.notes.append(
@@ -781,6 +850,18 @@ def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
             path.unlink(missing_ok=True)
 
 
+def settings_used(plan: RunPlan) -> AssaySettings:
+    """The run's settings with what it measured written in (the plate's nucleus scale), so
+    ``--settings settings_used.toml`` repeats the analysis exactly."""
+    measured = (plan.plates[0].nucleus_scale or {}).get("diameter_px")
+    if measured is None:
+        return plan.settings
+    segmentation = dataclasses.replace(
+        plan.settings.segmentation, nucleus_diameter_px=float(measured)
+    )
+    return dataclasses.replace(plan.settings, segmentation=segmentation)
+
+
 def platemap_unit(platemap: pd.DataFrame) -> str | None:
     """The concentration unit the plate map's dosed wells are written in (None: not known)."""
     for column in ("concentration_unit", "unit"):
@@ -818,7 +899,7 @@ def write_results(
         outputs.parquet("fits_full.parquet", full)
         if results.replicates is not None:
             outputs.csv("replicates.csv", results.replicates)
-        outputs.text("settings_used.toml", settings_to_toml(plan.settings))
+        outputs.text("settings_used.toml", settings_to_toml(settings_used(plan)))
         if excel:
             sheets = {"wells": results.wells, "fits": core, "plate QC": results.plate_qc}
             outputs.excel("results.xlsx", {**sheets, "replicates": results.replicates})

@@ -7,6 +7,7 @@ import string
 
 import pandas as pd
 
+from screenlib.platemap._curves import plan_curves
 from screenlib.platemap._wells import geometry_for_wells
 
 __all__ = ["describe_platemap", "format_molar"]
@@ -105,8 +106,6 @@ def _dose_text(chosen: pd.DataFrame, compound: str) -> str:
 
 
 def _curve_lines(table: pd.DataFrame) -> list[str]:
-    from screenlib.doseresponse.table import plan_curves
-
     plan = plan_curves(table)
     split = plan.attrs.get("curve_group_columns", [])
     labels = plan.attrs.get("point_label_columns", [])

@@ -12,9 +12,11 @@ from screenlib.plugins.registry import (
     PluginFailure,
     get_segmenter,
     get_stain,
+    get_stains,
     load_segmenters,
     load_stains,
     plugin_failures,
+    resolve_segmenter,
 )
 from screenlib.plugins.stain import Segmenter, Stain
 
@@ -26,7 +28,9 @@ __all__ = [
     "Stain",
     "get_segmenter",
     "get_stain",
+    "get_stains",
     "load_segmenters",
     "load_stains",
     "plugin_failures",
+    "resolve_segmenter",
 ]

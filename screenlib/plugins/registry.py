@@ -129,6 +129,19 @@ def get_stain(name: str) -> Stain:
     return stains[name]
 
 
+def get_stains(names) -> list[Stain]:
+    """The stains called ``names``, in order (``PluginError`` for an unknown one)."""
+    return [get_stain(str(name)) for name in names]
+
+
+def resolve_segmenter(settings) -> Segmenter | None:
+    """The segmenter ``settings.segmenter`` names (a ``SegmentationSettings``): None for the
+    built-in ``classical`` one, which the kernel runs on its grid."""
+    if settings.segmenter == "classical":
+        return None
+    return get_segmenter(settings.segmenter)
+
+
 def get_segmenter(name: str) -> Segmenter:
     """The segmenter called ``name``; ``PluginError`` naming the installed ones if missing."""
     segmenters = load_segmenters()

@@ -172,7 +172,7 @@ def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um:
         area = float(np.nanpercentile(cells["area_px"].to_numpy(dtype=float), 90))
         diameter_px = 2.0 * np.sqrt(area / np.pi)
     else:
-        diameter_px = settings.segmentation.nucleus_diameter_um / pixel_size_um
+        diameter_px = (settings.segmentation.nucleus_diameter_um or 10.0) / pixel_size_um
     return int(np.clip(np.ceil(0.5 * diameter_px + ring_px + 0.35 * diameter_px), 8, 64))
 
 
