@@ -445,3 +445,33 @@ def test_excel_workbook_has_the_tables_and_no_live_formula(cells_plate, tmp_path
     for row in book["wells"].iter_rows():
         for cell in row:
             assert cell.data_type != "f", cell.value  # text, never a formula
+
+
+def test_unknown_pixel_size_measures_the_scale_and_keeps_the_cells(tmp_path, settings_file):
+    """A plate without a pixel size: sizes follow the measured nuclei, µm columns stay empty,
+    and the debris rule works relative to the plate (it once called every cell debris)."""
+    from screenlib.simulate import render_field
+
+    layout = PlateLayout(
+        name="NOPIX", wells=EXPORT_WELLS, channel_names=["DAPI", "FITC", "Texas Red"],
+        shape=(1, 3, 1, 160, 160), n_fields=2, pixel_size_um=None,
+    )  # fmt: skip
+    plate = create_plate(tmp_path / "nopix.zarr", layout)
+    truth = 0
+    for number, well in enumerate(EXPORT_WELLS):
+        for field_index in range(2):
+            rng = np.random.default_rng([9, number, field_index])
+            rendered = render_field(rng, shape=(160, 160), n_cells=30)
+            plate.write_field(well, field_index, rendered.channels)
+            truth += int(rendered.labels.max())
+    result = run(tmp_path / "nopix.zarr", tmp_path / "out", settings_file, GOOD_PLATEMAP)
+    assert result.returncode == 0, result
+    cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    counted = cells[cells["exclusion_reason"] == ""]
+    assert cells["area_um2"].isna().all()
+    assert 0.8 * truth <= len(counted) <= 1.1 * truth, (len(counted), truth)
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert manifest["nucleus_scale"]["diameter_px"] > 0
+    used = (tmp_path / "out" / "settings_used.toml").read_text(encoding="utf-8")
+    assert "nucleus_diameter_px" in used
+    assert "nucleus scale" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from screenlib.errors import InputError
-from screenlib.gating.gates import Gates, _require_columns
+from screenlib.gating.gates import Gates, _require_columns, too_small
 from screenlib.settings import GatingSettings
 
 CELL_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
@@ -121,8 +121,7 @@ def classify_cells(
     if "scatter_exclusion" in out.columns:  # flow events: "debris" or "doublet" by scatter
         scatter = out["scatter_exclusion"].fillna("").astype(str).to_numpy(dtype=object)
         reason[scatter != ""] = scatter[scatter != ""]
-    if "area_um2" in out.columns:
-        reason[~(out["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2)] = "small_area"
+    reason[too_small(out, settings)] = "small_area"
     cell_class[reason != ""] = DEBRIS
 
     out["pi_compensated"] = pi_compensated

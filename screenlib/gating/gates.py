@@ -141,14 +141,37 @@ def _require_columns(table: pd.DataFrame, columns: list[str], what: str) -> None
         )
 
 
+# area of a typical 10 µm interphase nucleus, for the debris rule when the pixel size is unknown
+TYPICAL_NUCLEUS_AREA_UM2 = float(np.pi / 4 * 10.0**2)
+
+
+def too_small(cells: pd.DataFrame, settings: GatingSettings) -> np.ndarray:
+    """Objects below ``settings.min_area_um2``: fragments and apoptotic bodies, not cells.
+
+    With an unknown pixel size (``area_um2`` empty) the same rule is applied relative to the
+    plate: below ``min_area_um2`` / 78.5 µm² (a typical nucleus) of the median object's
+    ``area_px``, instead of calling every object small (or none).
+    """
+    small = np.zeros(len(cells), dtype=bool)
+    area = cells["area_um2"].to_numpy(dtype=float) if "area_um2" in cells else None
+    if area is not None:
+        small |= area < settings.min_area_um2
+    unknown = np.ones(len(cells), bool) if area is None else ~np.isfinite(area)
+    if unknown.any() and "area_px" in cells:
+        pixels = cells["area_px"].to_numpy(dtype=float)
+        typical = np.nanmedian(pixels[unknown]) if np.isfinite(pixels[unknown]).any() else 0.0
+        limit = settings.min_area_um2 / TYPICAL_NUCLEUS_AREA_UM2 * typical
+        small |= unknown & (pixels < limit)
+    return small
+
+
 def usable_cells(cells: pd.DataFrame, settings: GatingSettings) -> np.ndarray:
     """Boolean mask of cells that are not debris by area or scatter (and have finite
     features)."""
     mask = np.ones(len(cells), dtype=bool)
     if "scatter_exclusion" in cells.columns:  # flow events: debris / doublets by scatter
         mask &= cells["scatter_exclusion"].fillna("").to_numpy(dtype=object) == ""
-    if "area_um2" in cells.columns:
-        mask &= cells["area_um2"].to_numpy(dtype=float) >= settings.min_area_um2
+    mask &= ~too_small(cells, settings)
     for column in (settings.annexin_feature, settings.pi_feature):
         mask &= np.isfinite(cells[column].to_numpy(dtype=float))
     return mask

@@ -809,6 +809,13 @@ def _finalize_tables(plan: RunPlan, computed: _Computed, summary: RunSummary) ->
             "not blank"
         )
     results = finalize(cells, fields, plate_plan.platemap, plan.settings, load_stains())
+    if results.n_cells_analysed == 0:
+        reasons = results.cells["exclusion_reason"].value_counts().head(3).to_dict()
+        raise InputError(
+            f"all {len(cells)} objects of plate {plate_plan.name} were excluded "
+            f"({', '.join(f'{k}: {v}' for k, v in reasons.items())}); no fraction can be "
+            "computed: check the settings' size limits and the field QC in fields.csv"
+        )
     plan.notes.extend(results.notes)
     summary.n_cells = results.n_cells_analysed
     summary.n_curves = None if results.fits is None else len(results.fits)
