@@ -64,8 +64,9 @@ def _plate_pictures(part: pd.DataFrame) -> list[str]:
     cells = {}
     for row in part.itertuples(index=False):
         compound = str(row.compound)
-        if row.role == "sample" and compound in compounds:
-            cells[row.well] = f"{compounds[compound]}{ranks[compound][row.concentration_molar]}"
+        rank = ranks.get(compound, {}).get(row.concentration_molar)
+        if row.role == "sample" and rank is not None:
+            cells[row.well] = f"{compounds[compound]}{rank}"
         else:
             cells[row.well] = symbols.get(row.role, "V")  # zero dose of a sample: vehicle
     lines = ["  role / compound (dose 1 = highest; V vehicle, P positive control, . empty):"]
