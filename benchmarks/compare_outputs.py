@@ -8,9 +8,10 @@ Run::
 
 Rows are matched on the key columns each table has (plate, well, sample, compound, readout,
 timepoint, field, label ...), never on row order alone. Every column present in both tables is
-compared: text exactly, numbers exactly (NaN equals NaN) unless ``--rtol``/``--atol`` allow a
-tolerance. Columns present in only one table are listed (a deliberate rename or removal shows
-there, it is not a failure unless ``--strict-columns``). Exit status 0 when equal, 1 otherwise.
+compared: text exactly (missing equals empty), numbers exactly (NaN equals NaN) unless
+``--rtol``/``--atol`` allow a tolerance. A CSV and a Parquet table compare too. Columns
+present in only one table are listed (a deliberate rename or removal shows there; it is not a
+failure unless ``--strict-columns``). Exit status 0 when equal, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def compare_columns(x: pd.Series, y: pd.Series, rtol: float, atol: float) -> tup
             f"max |diff| {np.nanmax(absolute):.3g} (rel {np.nanmax(relative):.3g}), "
             f"row {i}: {u[i]!r} vs {v[i]!r}"
         )
-    sx = x.astype("string").fillna("<NA>")
-    sy = y.astype("string").fillna("<NA>")
+    # a missing text and an empty one are the same (CSV reads '' back as missing, Parquet not)
+    sx = x.astype("string").fillna("")
+    sy = y.astype("string").fillna("")
     differ = (sx != sy).to_numpy()
     if not differ.any():
         return 0, ""

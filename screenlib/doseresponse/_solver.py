@@ -102,7 +102,7 @@ class _Problem:
         weighted_y = weights * y
         # distinct dosed concentrations, their summed weights and weighted responses (sums in
         # the rows' own order within each concentration: a stable sort)
-        rows = np.column_stack([log_conc, weights, weighted_y])
+        rows = np.stack([log_conc, weights, weighted_y], axis=1)
         if has_vehicle:
             rows = rows[~is_vehicle]
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
@@ -404,14 +404,14 @@ def _grid_starts(problem: _Problem, log_low, log_high, n_starts):
     if minima.size == 0:
         minima = np.array([int(np.argmin(surface))])
     row, column = np.divmod(minima, hill_grid.size)
-    starts = np.column_stack(
-        [log_grid[row], hill_grid[column], e0.ravel()[minima], e_inf.ravel()[minima]]
+    starts = np.stack(
+        [log_grid[row], hill_grid[column], e0.ravel()[minima], e_inf.ravel()[minima]], axis=1
     )
     n_extra = min(n_starts - len(starts), len(_PERTURBATIONS))
     if n_extra > 0:
         # moderate perturbations of the best, with exact plateaus there: starts on the valley floor
         shift, factor = _PERTURBATIONS[:n_extra].T
-        extra = np.tile(starts[0], (n_extra, 1))
+        extra = np.repeat(starts[:1], n_extra, axis=0)
         extra[:, LOG_IC50] += shift
         extra[:, HILL] *= factor
         extra = np.minimum(np.maximum(extra, lower), upper)
@@ -497,9 +497,9 @@ def _profile(problem: _Problem, best, log_values, refine_below=np.inf):
     e0, e_inf, cost = _plateaus_for_grid(problem, log_values[:, None], hill_grid)
     column = np.argmin(cost, axis=1)
     pick = np.arange(n), column
-    starts = np.column_stack([log_values, hill_grid[column], e0[pick], e_inf[pick]])
+    starts = np.stack([log_values, hill_grid[column], e0[pick], e_inf[pick]], axis=1)
     # also try the optimum's own shape, shifted: whichever start ends lower wins
-    shifted = np.tile(best, (n, 1))
+    shifted = np.repeat(best[None], n, axis=0)
     shifted[:, LOG_IC50] = log_values
     starts = np.vstack([starts, shifted])
     starts = np.where(problem.free, starts, problem.fixed)
