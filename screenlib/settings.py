@@ -436,7 +436,7 @@ def load_settings(path: str | Path | None) -> AssaySettings:
     Examples
     --------
     >>> load_settings(None).ring.ring_width_um
-    2.5
+    4.0
     """
     if path is None:
         return AssaySettings()

@@ -81,8 +81,8 @@ def replicate_spread(fits: pd.DataFrame, by: str = "plate") -> pd.DataFrame:
     ...                      "readout": "r", "pic50": [7.0, 7.2, 7.1],
     ...                      "ic50_molar": [1e-7, 10**-7.2, 10**-7.1], "flags": ""})
     >>> row = replicate_spread(fits).iloc[0]
-    >>> round(row["pic50_mean"], 2), round(row["pic50_sd"], 3), int(row["n_with_ic50"])
-    (7.1, 0.141, 2)
+    >>> [round(float(row[k]), 3) for k in ("pic50_mean", "pic50_sd", "n_with_ic50")]
+    [7.1, 0.141, 2.0]
     """
     keys = [k for k in CURVE_KEYS if k in fits.columns]
     pooled = fits[fits[by] == POOLED].set_index(keys)

@@ -179,7 +179,7 @@ def parse_spillover(text: str, where: str) -> tuple[list[str], np.ndarray]:
     Examples
     --------
     >>> names, matrix = parse_spillover("2,FITC-A,PI-A,1,0.1,0.02,1", "x.fcs")
-    >>> names, matrix[0, 1]
+    >>> names, float(matrix[0, 1])
     (['FITC-A', 'PI-A'], 0.1)
     """
     parts = [p.strip() for p in text.split(",")]

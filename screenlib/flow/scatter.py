@@ -68,7 +68,7 @@ def mode_and_upper_sd(log_values: np.ndarray) -> tuple[float, float]:
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(5, 0.1, 5000), rng.normal(3, 0.3, 1000)])
     >>> mode, sd = mode_and_upper_sd(x)
-    >>> round(mode, 1), round(sd, 2)
+    >>> round(float(mode), 1), round(float(sd), 1)
     (5.0, 0.1)
     """
     x = log_values[np.isfinite(log_values)]

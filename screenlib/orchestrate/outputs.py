@@ -43,15 +43,13 @@ def _is_number(text: str) -> bool:
 def neutralize_formulas(table: pd.DataFrame) -> pd.DataFrame:
     """Prefix text cells that a spreadsheet would run as a formula with ``'`` (OWASP).
 
-    Numbers written as text (``-5``) are left alone; only object columns are looked at.
+    Numbers written as text (``-5``) are left alone; only text columns are looked at.
 
     Examples
     --------
-    >>> neutralize_formulas(pd.DataFrame({"sample": ["=HYPERLINK(1)", "HeLa", "-2"]}))["sample"]
-    0    '=HYPERLINK(1)
-    1              HeLa
-    2                -2
-    Name: sample, dtype: object
+    >>> table = pd.DataFrame({"sample": ["=HYPERLINK(1)", "HeLa", "-2"]})
+    >>> neutralize_formulas(table)["sample"].tolist()
+    ["'=HYPERLINK(1)", 'HeLa', '-2']
     """
     out = table.copy()
     for column in out.columns:

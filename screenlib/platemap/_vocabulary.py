@@ -126,8 +126,9 @@ def read_header(header: str) -> HeaderMeaning:
 
     Examples
     --------
-    >>> read_header("Concentration (nM)")
-    HeaderMeaning(header='Concentration (nM)', field='concentration', unit='nM', how='alias')
+    >>> meaning = read_header("Concentration (nM)")
+    >>> meaning.field, meaning.unit
+    ('concentration', 'nM')
     >>> read_header("conc_uM").unit
     'uM'
     >>> read_header("Cell line").field
