@@ -215,13 +215,6 @@ class AssaySettings:
     fit: FitSettings = field(default_factory=FitSettings)
     flow: FlowSettings = field(default_factory=FlowSettings)  # FCS plates only
 
-    def stain_channel(self, stain: str) -> ChannelSettings | None:
-        """The channel carrying ``stain``, or None when the assay has no such stain."""
-        for channel in self.channels:
-            if channel.stain == stain:
-                return channel
-        return None
-
 
 def _key_line(text: str, section: str | None, key: str) -> int | None:
     """Best-effort 1-based line number of ``key`` inside ``[section]`` of a TOML text."""

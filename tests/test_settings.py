@@ -206,3 +206,20 @@ def test_init_on_a_zarr_plate(tmp_path):
     assert result.returncode == 0, result.stderr
     channels = load_settings(tmp_path / "s.toml").channels
     assert [c.stain for c in channels] == ["hoechst", "annexin_v", "pi"]
+
+
+def test_every_setting_has_its_line_in_the_template():
+    """The template explains every key from one table (no comments scraped from source)."""
+    import dataclasses
+
+    from screenlib.settings_template import _EXPLANATIONS
+
+    settings = AssaySettings()
+    keys = []
+    for section in dataclasses.fields(settings):
+        value = getattr(settings, section.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(value)]
+        elif section.name != "channels":
+            keys.append(section.name)
+    assert [k for k in keys if k not in _EXPLANATIONS] == []

@@ -17,10 +17,10 @@ from screenlib.report._view import finite, image, table_view, text
 _FIT_COLUMN_CANDIDATES = {
     "readout": ("readout",),
     # the fitted transition even when the IC50 is not reported (outside the tested range)
-    "log_ic50": ("log_ic50_fit", "fitted_log_ic50", "log_ic50"),
-    "hill": ("hill", "hill_slope"),  # the model's hill is positive; Prism's slope is signed
-    "e0": ("e0", "response_at_zero_dose"),
-    "e_inf": ("e_inf", "response_at_infinite_dose"),
+    "log_ic50": ("log_ic50_fit", "log_ic50"),
+    "hill": ("hill_slope",),  # always positive: the steepness (direction says which way)
+    "e0": ("response_at_zero_dose",),
+    "e_inf": ("response_at_infinite_dose",),
     "ic50": ("ic50_molar",),
     "ic50_low": ("ic50_ci_low_molar",),
     "ic50_high": ("ic50_ci_high_molar",),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -639,15 +639,6 @@ def _quadrant_labels(axes, x, y, classes, annexin_gate, pi_gate) -> None:
             fontweight="bold",
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
         )
-
-
-def curve_callables(
-    evaluate: Callable[[np.ndarray], np.ndarray] | None,
-) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Wrap a response function so it always returns a float array (or pass None through)."""
-    if evaluate is None:
-        return None
-    return lambda grid: np.asarray(evaluate(np.asarray(grid, dtype=float)), dtype=float)
 
 
 def fractions_to_series(wells: pd.DataFrame, column: str) -> dict[str, float]:
