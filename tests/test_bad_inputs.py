@@ -937,10 +937,15 @@ def test_fit_empty_table(tmp_path):
 
 
 def test_fit_table_without_needed_columns(tmp_path):
+    # 'dose' is the concentration (plate-map vocabulary), but a bare 1 has no unit
     table = write_text(tmp_path / "table.csv", "sample,dose,viability\nx,1,0.5\n")
     with inputs_unchanged(table):
         result = screenlib("fit", table, "--out", tmp_path / "fits.csv")
-    assert_input_error(result, str(table), "concentration_molar", "response")
+    assert_input_error(result, str(table), "line 2", "'dose'", "unit")
+    table = write_text(tmp_path / "table.csv", "sample,viability\nx,0.5\n")
+    with inputs_unchanged(table):
+        result = screenlib("fit", table, "--out", tmp_path / "fits.csv")
+    assert_input_error(result, str(table), "concentration")
 
 
 def test_fit_concentration_with_units_in_a_molar_column(tmp_path):
@@ -952,7 +957,16 @@ def test_fit_concentration_with_units_in_a_molar_column(tmp_path):
     )
     with inputs_unchanged(table):
         result = screenlib("fit", table, "--out", tmp_path / "fits.csv")
-    assert_input_error(result, str(table), "concentration_molar", "10 nM")
+    # read with its unit (1e-8 M), not dropped and not misread as 10 M
+    assert result.returncode == 0, result
+    full = pd.read_parquet(tmp_path / "fits_full.parquet").iloc[0]
+    assert full["n_concentrations"] == 3 and full["lowest_dose_molar"] == pytest.approx(1e-8)
+    bad = write_text(
+        tmp_path / "bad.csv", "sample,compound,concentration_molar,response\nx,m,ten nM,80\n"
+    )
+    with inputs_unchanged(bad):
+        result = screenlib("fit", bad, "--out", tmp_path / "fits.csv")
+    assert_input_error(result, str(bad), "concentration_molar", "ten nM")
 
 
 def test_fit_output_not_writable(tmp_path):

@@ -538,6 +538,11 @@ def read_dose_table(path: str | Path, sheet: str | int | None = None) -> pd.Data
     names = {i: raw.header[i] for i in range(len(raw.header))}
     for field_name, i in layout.fields.items():
         names[i] = "timepoint" if field_name == "timepoint" else field_name
+    molar_index = next(
+        (i for i, h in enumerate(raw.header) if h.strip().lower() == "concentration_molar"), None
+    )
+    if molar_index is not None:  # screenlib's own column (wells.csv): molar, whatever the unit
+        names[molar_index] = "concentration_molar"
     if "concentration" in layout.fields and layout.meanings[layout.fields["concentration"]].unit:
         header_unit = layout.header_unit
     else:
@@ -545,6 +550,9 @@ def read_dose_table(path: str | Path, sheet: str | int | None = None) -> pd.Data
     columns = {}
     for i, name in names.items():
         values = [row[i] for row in raw.rows]
+        if name == "concentration_molar":
+            columns[name] = _molar_values(values, raw, path)
+            continue
         if name not in _TEXT_FIELDS and name != "concentration":
             numbers = [v.replace(",", ".") if raw.decimal_comma else v for v in values]
             converted = pd.to_numeric(pd.Series(numbers), errors="coerce")
@@ -559,12 +567,36 @@ def read_dose_table(path: str | Path, sheet: str | int | None = None) -> pd.Data
     return table
 
 
+def _molar_values(values: list[str], raw, path: Path) -> pd.Series:
+    """A ``concentration_molar`` column: numbers in mol/L, or text with its unit (``10 nM``);
+    a blank is NaN (the fit drops that row and says so)."""
+    molar = []
+    for text, place in zip(values, raw.where, strict=True):
+        text = text.strip().replace(",", ".") if raw.decimal_comma else text.strip()
+        if not text:
+            molar.append(math.nan)
+            continue
+        try:
+            molar.append(float(text))
+        except ValueError:
+            try:
+                molar.append(parse_concentration(text))
+            except InputError as error:
+                raise InputError(
+                    f"{path}: {place}, column 'concentration_molar': {error}"
+                ) from None
+    return pd.Series(molar, dtype=float)
+
+
 def _molar_column(table, raw, layout, path, header_unit) -> list[float]:
     """``concentration_molar`` of a tidy table, row by row, with the plate-map rules."""
     texts = _decimal_texts(raw, layout.fields["concentration"], path)
     header = raw.header[layout.fields["concentration"]]
     molar = []
     for n, place in enumerate(raw.where):
+        if not texts[n].strip():  # a dose not written down: the fit drops the row, with a note
+            molar.append(float("nan"))
+            continue
         row = {c: str(table[c].iloc[n]) for c in ("role", "unit", "compound") if c in table}
         unit = row.get("unit", "")
         try:
