@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-import screenlib.store._plate as store
+import screenlib.store._hcs_plate as store
 from screenlib.store import PlateLayout, create_plate, open_plate
 
 

@@ -1,6 +1,6 @@
 """Plate store: OME-Zarr 0.5 HCS plates on zarr v3 (see ``docs/architecture.md``)."""
 
-from screenlib.store._plate import (
+from screenlib.store._hcs_plate import (
     ALLOWED_CODECS,
     DEFAULT_COMPRESSION,
     OME_VERSION,
