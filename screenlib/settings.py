@@ -116,6 +116,12 @@ class GatingSettings:
     min_cells_per_well: int = 50
     min_control_separation: float = 0.2  # warn when pos. - neg. control apoptotic fraction is less
     exclude_border_cells: bool = False  # call nuclei touching the field border debris
+    # object classes (debris, fragments of one nucleus, mitoses) from the vehicle nuclei's
+    # scale before the quadrant gates (screenlib.gating.objects)
+    classify_objects: bool = True
+    # divide each well's Annexin V and PI by its own negative cells' median over the vehicle's
+    # (per timepoint) before gating (screenlib.gating.drift)
+    normalize_stain_drift: bool = True
 
 
 @dataclass(frozen=True)

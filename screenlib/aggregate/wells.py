@@ -23,6 +23,8 @@ from screenlib.settings import AssaySettings, GatingSettings
 
 _INTENSITY = re.compile(r"^[a-z0-9_]+_(nucleus|ring|cell)_(mean|p90)$")
 _KEYS = ["well", "timepoint"]
+#: object classes counted per well besides the quadrant classes (screenlib.gating.objects)
+_OBJECT_COUNTS = ("mitotic", "fragmented")
 
 
 def _row_sort_key(row: str) -> tuple[int, str]:
@@ -165,8 +167,11 @@ def aggregate_wells(
         .reset_index()
     )
     frame = frame.merge(counts, on=_KEYS, how="left")
-    count_columns = [f"n_{c}" for c in (*CELL_CLASSES, DEBRIS)]
+    frame = frame.merge(_object_counts(cells), on=_KEYS, how="left")
+    count_columns = [f"n_{c}" for c in (*CELL_CLASSES, DEBRIS, *_OBJECT_COUNTS, "fragment")]
     frame[count_columns] = frame[count_columns].fillna(0).astype(int)
+    # the further pieces of a fragmented nucleus are part of a counted cell, not debris
+    frame[f"n_{DEBRIS}"] -= frame.pop("n_fragment")
     frame["n_cells"] = frame[[f"n_{c}" for c in CELL_CLASSES]].sum(axis=1)
     n = frame["n_cells"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -197,7 +202,10 @@ def aggregate_wells(
                 n > 0, frame[f"n_{column}"] / np.maximum(n, 1), np.nan
             )
 
-    mixture, models = _mixture_table(whole, platemap, gating.annexin_feature)
+    annexin_column = (
+        "annexin_normalized" if "annexin_normalized" in whole.columns else gating.annexin_feature
+    )
+    mixture, models = _mixture_table(whole, platemap, annexin_column)
     frame = frame.merge(mixture, on=_KEYS, how="left")
 
     intensity_columns = [c for c in cells.columns if _INTENSITY.match(c) or c == "pi_compensated"]
@@ -290,6 +298,23 @@ def _mixture_table(
     return pd.concat(parts, ignore_index=True)[columns], models
 
 
+def _object_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """``n_mitotic``, ``n_fragmented`` (cells) and ``n_fragment`` (further pieces) per well."""
+    names = [*_OBJECT_COUNTS, "fragment"]
+    if "object_class" not in cells.columns:
+        table = cells[_KEYS].drop_duplicates()
+        return table.assign(**{f"n_{name}": 0 for name in names})
+    classes = cells["object_class"].astype(str)
+    cell_rows = cells["cell_class"].astype(str) != DEBRIS
+    counted = classes.where(cell_rows | (classes == "fragment"), "")
+    return (
+        pd.crosstab([cells["well"], cells["timepoint"]], counted)
+        .reindex(columns=names, fill_value=0)
+        .add_prefix("n_")
+        .reset_index()
+    )
+
+
 def _relative_cell_count(frame: pd.DataFrame) -> None:
     """Cells per used field, relative to the vehicle median of the same sample and timepoint."""
     used = frame["n_fields_used"].to_numpy(dtype=float)
@@ -347,7 +372,12 @@ def _ordered_columns(frame: pd.DataFrame, platemap: pd.DataFrame | None) -> list
         if platemap is not None
         else [c for c in ("sample", "role") if c in frame.columns]
     )
-    counts = ["n_cells", *(f"n_{c}" for c in CELL_CLASSES), f"n_{DEBRIS}"]
+    counts = [
+        "n_cells",
+        *(f"n_{c}" for c in CELL_CLASSES),
+        f"n_{DEBRIS}",
+        *(f"n_{c}" for c in _OBJECT_COUNTS),
+    ]
     fractions = [*(f"fraction_{c}" for c in CELL_CLASSES), f"fraction_{DEBRIS}"]
     apoptotic = [
         "n_apoptotic",
