@@ -170,7 +170,7 @@ def fit_mixture(
     shares = np.full(n_groups, start.weight)
     mean, sd, shift = start.center, start.spread, 0.0
     iteration = 0
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
         log_negative = _normal_logpdf(x, center + shift * necrotic, spread)
         log_positive = _normal_logpdf(x, mean, sd)
         with np.errstate(divide="ignore"):
@@ -188,9 +188,7 @@ def fit_mixture(
             1 - 1e-9,
         )
         new_mean = float((posterior * x).sum() / total)
-        new_sd = max(
-            float(np.sqrt((posterior * (x - new_mean) ** 2).sum() / total)), 0.25 * spread
-        )
+        new_sd = max(float(np.sqrt((posterior * (x - new_mean) ** 2).sum() / total)), 0.25 * spread)
         if necrotic_weight := float(((1 - posterior) * necrotic).sum()):
             # necrotic cells bind more Annexin V than viable ones, never as much as apoptotic
             shift = float(((1 - posterior) * necrotic * (x - center)).sum() / necrotic_weight)

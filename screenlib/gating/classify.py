@@ -24,10 +24,10 @@ import pandas as pd
 from scipy import stats
 
 from screenlib.errors import InputError
-from screenlib.robust import robust_sd
-from screenlib.gating.drift import scale_per_cell
+from screenlib.gating.drift import drift_units, scale_per_cell
 from screenlib.gating.gates import Gates, _require_columns
 from screenlib.gating.objects import ObjectScale, classify_objects
+from screenlib.robust import robust_sd
 from screenlib.settings import GatingSettings
 
 CELL_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
@@ -81,11 +81,7 @@ def classify_cells(
     pi_positive = np.zeros(len(out), dtype=bool)
     pi_compensated = np.full(len(out), np.nan)
     annexin_normalized = np.full(len(out), np.nan)
-    wells = (
-        out["well"].astype(str).to_numpy()
-        if "well" in out.columns
-        else np.full(len(out), "", dtype=object)
-    )
+    wells = drift_units(out)
     scales = {
         tp: ObjectScale(**{k: np.inf if v is None else v for k, v in gate.object_scale.items()})
         for tp, gate in gates.items()
@@ -121,6 +117,7 @@ def classify_cells(
         compensated /= drift["pi"]
         pi_compensated[here] = compensated
         annexin_normalized[here] = annexin
+        annexin = _group_maximum(annexin, object_class.loc[here])
         annexin_positive[here] = annexin > gate.annexin_gate
         pi_positive[here] = compensated > gate.pi_gate
         missing_measurement[here] = ~(np.isfinite(annexin) & np.isfinite(pi))
@@ -158,6 +155,9 @@ def classify_cells(
 
     out["object_class"] = object_class["object_class"]
     out["fragment_of"] = object_class["fragment_of"].to_numpy()
+    out["n_nuclei"] = np.where(
+        cell_class == DEBRIS, 0, object_class.get("n_nuclei", pd.Series(1, index=out.index))
+    ).astype(np.int64)
     out["annexin_normalized"] = annexin_normalized
     out["pi_compensated"] = pi_compensated
     out["annexin_positive"] = annexin_positive
@@ -167,6 +167,23 @@ def classify_cells(
     out["cell_class"] = pd.Categorical(cell_class, categories=[*CELL_CLASSES, DEBRIS])
     out["exclusion_reason"] = reason
     return out
+
+
+def _group_maximum(annexin: np.ndarray, objects: pd.DataFrame) -> np.ndarray:
+    """Annexin V of a fragmented nucleus' standing piece: the highest of all its pieces.
+
+    The membrane of a karyorrhectic cell surrounds all its pieces; the ring of each piece
+    sees only the part of it nearest to that piece.
+    """
+    pieces = objects["fragment_of"].to_numpy() >= 0
+    if not pieces.any() or "label" not in objects.columns:
+        return annexin
+    keys = [c for c in ("well", "field") if c in objects.columns]
+    lead = np.where(pieces, objects["fragment_of"].to_numpy(), objects["label"].to_numpy())
+    table = objects[keys].assign(_lead=lead, _annexin=annexin)
+    highest = table.groupby([*keys, "_lead"])["_annexin"].transform("max").to_numpy()
+    standing = (objects["object_class"].astype(str) == "fragmented").to_numpy()
+    return np.where(standing, highest, annexin)
 
 
 def feature_separation(values: np.ndarray, positive: np.ndarray) -> dict[str, float]:

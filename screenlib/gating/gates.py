@@ -42,7 +42,7 @@ from screenlib.gating._robust import (
     fit_positive_population,
     positive_share_boundary,
 )
-from screenlib.gating.drift import scale_per_cell, stain_scales
+from screenlib.gating.drift import drift_units, scale_per_cell, stain_scales
 from screenlib.gating.objects import GATED, ObjectScale, classify_objects, object_scale
 from screenlib.settings import GatingSettings
 
@@ -52,6 +52,9 @@ _BLEED_ITERATIONS = 6
 # A mixture gate never sits closer to the vehicle median than this many robust SDs (about
 # 2 % of a normal negative population lies beyond it).
 _MIXTURE_MIN_K = 2.0
+# Stain drift is read off the cells below this many robust SDs above the vehicle median: the
+# bulk of the negatives, few of the positives' low tail (the quadrant gate sits higher).
+_NEGATIVE_K = 2.0
 
 
 @dataclass
@@ -335,7 +338,7 @@ def learn_gates(
     annexin = cells[settings.annexin_feature].to_numpy(dtype=float)
     pi = cells[settings.pi_feature].to_numpy(dtype=float)
     leaking = np.nan_to_num(cells[settings.bleedthrough_feature].to_numpy(dtype=float))
-    wells = cells["well"].astype(str).to_numpy()
+    wells = drift_units(cells)
     negative_mask = usable & (roles == "negative_control")
     positive_mask = usable & (roles == "positive_control")
     manual_annexin = settings.annexin_gate is not None
@@ -545,7 +548,7 @@ def _normalized(
         train = training[tp] & np.isfinite(values)
         if train.sum() < _MIN_CONTROL_CELLS:
             continue
-        gate = estimate_negative(values[train]).gate(settings.k_mad)
+        gate = estimate_negative(values[train]).gate(_NEGATIVE_K)
         negative = here & (values <= gate)
         factors[tp] = stain_scales(values[here], wells[here], negative[here], train[here])
         at_tp = timepoint == tp
@@ -566,7 +569,7 @@ def _below_vehicle_gate(
         train = training[tp] & np.isfinite(values)
         if train.sum() < _MIN_CONTROL_CELLS:
             continue
-        gate = estimate_negative(values[train]).gate(settings.k_mad)
+        gate = estimate_negative(values[train]).gate(_NEGATIVE_K)
         below |= (timepoint == tp) & (values <= gate)
     return below
 

@@ -35,6 +35,11 @@ constants fitted to one plate:
   counted in ``n_mitotic``, and kept out of gate learning (its bright chromatin is not the
   vehicle population the gates describe). A pyknotic apoptotic nucleus is condensed too, but
   holds one genome and is Annexin V positive.
+
+``n_nuclei`` counts the nuclei of an object the segmentation did not split (a clump): over
+``1.6 A0`` in area *and* over ``1.6 D0`` in DNA (a single G2 nucleus holds about ``1.5 D0``
+at about ``1.3 A0``), the object stands for ``round(DNA / D0)`` cells of its class in the
+well's counts and count-based fractions.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ NO_DNA = 0.25  # x D0
 FRAGMENTS_DNA = 0.4  # x D0
 MITOTIC_DNA = 1.3  # x D0
 CONDENSED_K = 4.0  # robust SDs of log Hoechst mean
+MERGED_SIZE = 1.6  # x A0 and x D0: an object this large with this much DNA holds several nuclei
 _NUCLEAR_MEAN = "hoechst_nucleus_mean"
 _NUCLEAR_DNA = "hoechst_nucleus_integrated"
 
@@ -121,8 +127,11 @@ def classify_objects(
     scales: dict[int, ObjectScale | None],
     settings: GatingSettings,
 ) -> pd.DataFrame:
-    """Add ``object_class`` (see ``OBJECT_CLASSES``) and ``fragment_of`` (label of the piece
-    standing for a fragmented nucleus, -1 otherwise) to a per-cell table.
+    """Add ``object_class`` (see ``OBJECT_CLASSES``), ``fragment_of`` (label of the piece
+    standing for a fragmented nucleus, -1 otherwise) and ``n_nuclei`` (cells the object
+    stands for: 0 for debris and further fragments, ``round(DNA / D0)`` for an object over
+    1.6x the vehicle nuclei's median area and DNA, which are touching nuclei the
+    segmentation did not split, 1 otherwise) to a per-cell table.
 
     Parameters
     ----------
@@ -145,6 +154,7 @@ def classify_objects(
     n = len(out)
     object_class = np.full(n, "cell", dtype=object)
     fragment_of = np.full(n, -1, dtype=np.int64)
+    n_nuclei = np.ones(n, dtype=np.int64)
     timepoint = (
         out["timepoint"].to_numpy(dtype=int) if "timepoint" in out else np.zeros(n, dtype=int)
     )
@@ -176,8 +186,14 @@ def classify_objects(
         classes[mitotic] = "mitotic"
         object_class[here] = classes
         fragment_of[here] = parent
+        n_nuclei[here] = np.where(
+            (classes == "cell") & (area > MERGED_SIZE) & (dna > MERGED_SIZE),
+            np.maximum(np.rint(dna), 1),
+            1,
+        )
     out["object_class"] = pd.Categorical(object_class, categories=OBJECT_CLASSES)
     out["fragment_of"] = fragment_of
+    out["n_nuclei"] = np.where(np.isin(object_class, COUNTED), n_nuclei, 0).astype(np.int64)
     return out
 
 

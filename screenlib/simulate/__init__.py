@@ -26,8 +26,8 @@ from screenlib.simulate._plate import (
     WellDesign,
     example_plate_design,
     expected_well_response,
-    messy_plate_design,
     hill_effect,
+    messy_plate_design,
     simulate_plate,
     write_platemap,
 )

@@ -151,9 +151,7 @@ def debris_parameters(
     """
     radius_nucleus = model.nucleus_diameter_um / 2.0 / pixel_size_um
     body = rng.random(n) < 0.7
-    radius = np.where(
-        body, rng.uniform(0.2, 0.45, n), rng.uniform(0.35, 0.8, n)
-    ) * radius_nucleus
+    radius = np.where(body, rng.uniform(0.2, 0.45, n), rng.uniform(0.35, 0.8, n)) * radius_nucleus
     hoechst = model.hoechst_median * np.where(
         body, rng.uniform(0.8, 2.5, n), rng.uniform(0.08, 0.25, n)
     )

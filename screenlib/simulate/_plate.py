@@ -35,8 +35,8 @@ import pandas as pd
 import tifffile
 
 from screenlib.errors import InputError
-from screenlib.platemap import ROLES, PlateGeometry, normalize_well
 from screenlib.gating.classify import CELL_CLASSES
+from screenlib.platemap import ROLES, PlateGeometry, normalize_well
 from screenlib.simulate._confounders import Confounders, hot_pixel_map
 from screenlib.simulate._field import CellModel, render_field, vignetting_profile
 
@@ -845,9 +845,7 @@ def messy_plate_design(
         for step in range(10):
             for column, top in ((2 + step, 10e-6), (14 + step, 10e-6 / math.sqrt(3))):
                 wells.append(
-                    WellDesign(
-                        f"{row}{column:02d}", sample, "milademetan", top / 3**step, "sample"
-                    )
+                    WellDesign(f"{row}{column:02d}", sample, "milademetan", top / 3**step, "sample")
                 )
         wells.append(WellDesign(f"{row}12", sample, "staurosporine", 1e-6, "positive_control"))
     return dataclasses.replace(

@@ -165,8 +165,9 @@ def fraction_errors(
     -------
     pandas.DataFrame
         One row per timepoint: ``n_wells``, ``bias``, ``mae``, ``bias <band>`` and
-        ``mae <band>`` per band of the true fraction, and ``count_error_median`` (median of
-        ``|n_cells / true n_cells - 1|`` over wells).
+        ``mae <band>`` per band of the true fraction, ``count_error_median`` (median of
+        ``|n_nuclei / true n_cells - 1|`` over wells; ``n_cells`` without ``n_nuclei``) and
+        ``count_bias_median``.
     """
     merged = wells.merge(truth_wells, on=["well", "timepoint"], suffixes=("", "_truth"))
     rows = []
@@ -185,7 +186,8 @@ def fraction_errors(
             row[f"bias {label}"] = float(part.mean())
             row[f"mae {label}"] = float(part.abs().mean())
         with np.errstate(invalid="ignore", divide="ignore"):
-            relative = group["n_cells"] / group["n_cells_truth"] - 1.0
+            counted = group["n_nuclei"] if "n_nuclei" in group else group["n_cells"]
+            relative = counted / group["n_cells_truth"] - 1.0
         row["count_error_median"] = float(relative.abs().median())
         row["count_bias_median"] = float(relative.median())
         rows.append(row)
