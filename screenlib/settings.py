@@ -128,6 +128,9 @@ class GatingSettings:
 class FitSettings:
     """Dose-response fitting options."""
 
+    # apoptotic_fraction (quadrant counts), not apoptotic_fraction_mixture: on rendered plates
+    # with every confounder of a real screen the mixture column read +0.005..+0.025 high per
+    # timepoint, the counts -0.005..+0.007 (benchmarks/accuracy_messy.py; docs/user-guide.md)
     responses: tuple[str, ...] = ("apoptotic_fraction", "relative_cell_count")
     binomial_fractions: bool = True  # fit apoptotic fractions on counts
     n_starts: int = 6
