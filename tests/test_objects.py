@@ -75,7 +75,8 @@ def test_object_rules_follow_the_vehicle_scale():
              "hoechst_nucleus_integrated": 40000.0, "annexin_v_ring_p90": 400.0},
             # two touching nuclei the segmentation did not split
             {"label": 8, "centroid_y": 1500, "centroid_x": 1500, "area_um2": 185.0,
-             "hoechst_nucleus_integrated": 82000.0, "annexin_v_ring_p90": 30.0},
+             "hoechst_nucleus_integrated": 82000.0, "annexin_v_ring_p90": 30.0,
+             "solidity": 0.8},
         ]
     )  # fmt: skip
     settings = GatingSettings()
