@@ -37,6 +37,7 @@ import pandas as pd
 
 from screenlib.aggregate.stats import wilson_interval
 from screenlib.gating._robust import (
+    _FAILED_K,
     GlogScale,
     NegativePopulation,
     _normal_logpdf,
@@ -150,6 +151,8 @@ def fit_annexin_mixture(
     fit = fit_mixture(
         x, negative, positive, groups, n_groups, shifted=pi_positive,
         max_iterations=_MAX_ITERATIONS, tolerance=_TOLERANCE,
+        # far below the vehicle population lie only failed measurements
+        ignore_below=negative.center - _FAILED_K * negative.spread,
     )  # fmt: skip
     model = AnnexinMixture(
         negative.scale,

@@ -120,6 +120,10 @@ class PositivePopulation:
     spread: float
 
 
+#: cells this many negative spreads below the negative centre are failed measurements
+_FAILED_K = 4.0
+
+
 def _normal_logpdf(x: np.ndarray, center: np.ndarray | float, sd: float) -> np.ndarray:
     """``scipy.stats.norm.logpdf`` without its argument checks (called every EM step)."""
     z = (x - center) / sd
@@ -146,6 +150,7 @@ def fit_mixture(
     shifted: np.ndarray | None = None,
     max_iterations: int = 500,
     tolerance: float = 1e-6,
+    ignore_below: float | None = None,
 ) -> MixtureFit:
     """Expectation-maximisation of a mixture whose negative component is fixed.
 
@@ -157,16 +162,15 @@ def fit_mixture(
     scale, ``g`` its group. The negative centre and spread stay fixed; the positive centre
     ``m``, SD ``t`` (at least 0.25 negative spreads, so the component does not collapse on a
     few cells), the shares ``w_g`` and the shift ``d`` (0 <= d <= (m - center) / 2) are fitted.
-    Cells below the negative centre count as negative: far below it lie only failed
-    measurements (a background over-estimated next to a precipitate), and a positive
-    component stretched down to them would lose the positive population.
+    Cells below ``ignore_below`` count as negative (failed measurements, see
+    :func:`fit_positive_population`).
     """
     x = np.asarray(x, dtype=float)
     groups = np.zeros(x.size, dtype=np.int64) if groups is None else np.asarray(groups)
     necrotic = np.zeros(x.size) if shifted is None else np.asarray(shifted, dtype=float)
     center, spread = negative.center, negative.spread
     sizes = np.bincount(groups, minlength=n_groups).astype(float)
-    below = x < center
+    below = x < ignore_below if ignore_below is not None else np.zeros(x.size, dtype=bool)
     shares = np.full(n_groups, start.weight)
     mean, sd, shift = start.center, start.spread, 0.0
     iteration = 0
@@ -235,8 +239,16 @@ def fit_positive_population(
     if x.size > max_cells:
         x = np.random.default_rng(seed).choice(x, max_cells, replace=False)
     first = PositivePopulation(weight, float(np.median(start)), max(robust_sd(start), spread))
-    fit = fit_mixture(x, negative, first, max_iterations=max_iterations)
-    positive = fit.positive
+    positive = fit_mixture(x, negative, first, max_iterations=max_iterations).positive
+    if positive.center < center + 3.0 * spread:
+        # Far below the negative centre lie only failed measurements (a background
+        # over-estimated next to a precipitate); a positive component stretched down to them
+        # loses the positive population (on a rendered messy plate its centre fell below 3
+        # spreads). Fit again with them counted as negative.
+        positive = fit_mixture(
+            x, negative, first, max_iterations=max_iterations,
+            ignore_below=center - _FAILED_K * spread,
+        ).positive  # fmt: skip
     if positive.center < center + 3.0 * spread:
         return None
     return positive
