@@ -129,8 +129,9 @@ class FitSettings:
     """Dose-response fitting options."""
 
     # apoptotic_fraction (quadrant counts), not apoptotic_fraction_mixture: on rendered plates
-    # with every confounder of a real screen the mixture column read +0.005..+0.025 high per
-    # timepoint, the counts -0.005..+0.007 (benchmarks/accuracy_messy.py; docs/user-guide.md)
+    # with every confounder of a real screen the mixture column read +0.014 / +0.020 high at
+    # two timepoints, the counts +0.001 / +0.010 (benchmarks/accuracy_messy.py, 96 wells,
+    # seeds 1-2; docs/user-guide.md)
     responses: tuple[str, ...] = ("apoptotic_fraction", "relative_cell_count")
     binomial_fractions: bool = True  # fit apoptotic fractions on counts
     n_starts: int = 6
