@@ -123,12 +123,22 @@ class GatingSettings:
     min_cells_per_well: int = 50
     min_control_separation: float = 0.2  # warn when pos. - neg. control apoptotic fraction is less
     exclude_border_cells: bool = False  # call nuclei touching the field border debris
+    # object classes (debris, fragments of one nucleus, mitoses) from the vehicle nuclei's
+    # scale before the quadrant gates (screenlib.gating.objects)
+    classify_objects: bool = True
+    # divide each well's Annexin V and PI by its own negative cells' median over the vehicle's
+    # (per timepoint) before gating (screenlib.gating.drift)
+    normalize_stain_drift: bool = True
 
 
 @dataclass(frozen=True)
 class FitSettings:
     """Dose-response fitting options."""
 
+    # apoptotic_fraction (quadrant counts), not apoptotic_fraction_mixture: on rendered plates
+    # with every confounder of a real screen the mixture column read +0.014 / +0.020 high at
+    # two timepoints, the counts +0.001 / +0.010 (benchmarks/accuracy_messy.py, 96 wells,
+    # seeds 1-2; docs/user-guide.md)
     responses: tuple[str, ...] = ("apoptotic_fraction", "relative_cell_count")
     binomial_fractions: bool = True  # fit apoptotic fractions on counts
     n_starts: int = 6

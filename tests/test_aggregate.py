@@ -290,3 +290,29 @@ def test_plate_qc_on_a_simulated_plate(classified, platemap):
     assert (qc["ssmd"] > 3).all()
     assert np.isfinite(qc["robust_z_prime"]).all()
     assert (qc["ssmd_relative_cell_count"] < 0).all()
+
+
+def test_relative_cell_count_leaves_a_seeding_failure_out_of_the_reference():
+    """Two vehicle wells per sample: one that failed to seed would halve the reference."""
+    import warnings
+
+    from screenlib.aggregate import relative_cell_count
+    from screenlib.aggregate.wells import _count_references
+
+    wells = pd.DataFrame(
+        {
+            "sample": ["a", "a", "a", "b", "b", "b"],
+            "role": ["negative_control", "negative_control", "sample"] * 2,
+            "n_cells": [200, 24, 100, 180, 220, 100],
+            "n_fields_used": [2, 2, 2, 2, 2, 2],
+            "timepoint": 0,
+        }
+    )
+    relative = relative_cell_count(wells)
+    assert relative.round(3).tolist() == [1.0, 0.12, 0.5, 0.9, 1.1, 0.5]
+    assert _count_references(wells)["vehicle_reference_excluded"].tolist() == [
+        False, True, False, False, False, False
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert relative_cell_count(wells.iloc[3:]).round(3).tolist() == [0.9, 1.1, 0.5]

@@ -102,7 +102,9 @@ def test_example_fractions_and_classes_match_the_truth(example_run):
     # a truth nucleus counts as found when one object covers half of it; outlines now sit at
     # each nucleus' half-maximum edge (tighter than before on these 8-pixel nuclei): 97.3 %
     assert accuracy.n_matched >= 0.97 * accuracy.n_truth_cells
-    assert accuracy.class_accuracy >= 0.958
+    # 0.963 before object classes; they call about 60 lone pieces of karyorrhectic nuclei
+    # (the other pieces too small to segment) debris: 0.953, fractions as before (0.0224)
+    assert accuracy.class_accuracy >= 0.95
     assert accuracy.fraction_mae <= 0.024
     assert accuracy.mixture_fraction_mae <= 0.02
     assert abs(accuracy.mixture_fraction_bias) < 0.008

@@ -526,7 +526,10 @@ def test_end_to_end_on_simulated_images():
     # Truth is the rendered cells, so segmentation errors count too. Measured 0.974 / 0.0104
     # (0.960 / 0.0126 before ring pixels a neighbour's ring reaches were left out); the
     # overlap of the rendered Annexin classes caps accuracy near 0.98. The plate's mixture
-    # model (aggregate.mixture) estimates the fractions to 0.0061.
+    # model (aggregate.mixture) estimates the fractions to 0.0061. With object classes and
+    # stain-drift scaling (built for messy plates) 0.965 / 0.014: here every piece of a
+    # fragmented nucleus carries its cell's truth class, so the pieces the object classes
+    # call fragments or debris count as errors.
     assert accuracy >= 0.96
     assert mae <= 0.02
     assert mixture_mae <= 0.02

@@ -390,3 +390,69 @@ def test_committed_example_plate_is_small_complete_and_reproducible(tmp_path):
     key = ["well", "field", "timepoint", "label", "cell_class", "fragmented", "pyknotic"]
     pd.testing.assert_frame_equal(committed[key], fresh[key])
     assert (committed["area_px"] - fresh["area_px"]).abs().max() <= 3
+
+
+# --- confounders -----------------------------------------------------------------------------
+
+
+def test_each_confounder_switches_on_alone_and_survives_the_design_json():
+    from screenlib.simulate import CONFOUNDERS, Confounders, messy_plate_design
+
+    assert Confounders().active() == []
+    assert Confounders.messy().active() == list(CONFOUNDERS)
+    for name in CONFOUNDERS:
+        assert Confounders.only(name).active() == [name]
+    design = messy_plate_design(geometry=384, fields_per_well=1)
+    assert len(design.wells) == 384 and design.confounders == Confounders.messy()
+    assert PlateDesign.from_json(design.to_json()) == design
+    with pytest.raises(ValueError, match="unknown confounder"):
+        Confounders.only("dust")
+
+
+def test_field_with_debris_and_clumps_has_per_object_truth():
+    field = render_field(
+        np.random.default_rng(3),
+        shape=(256, 256),
+        n_cells=60,
+        debris_objects_per_cell=0.3,
+        clump_fraction=0.3,
+        stain_gain={"annexin_v": 1.5},
+        fibre=True,
+        hot_pixels=[(1, 5, 7, 60000)],
+    )
+    cells = field.cells
+    debris = cells["object_class"] == "debris"
+    assert debris.sum() >= 8 and (cells.loc[debris, "cell_class"] == "debris").all()
+    assert set(cells.loc[~debris, "cell_class"]) <= set(CELL_CLASSES)
+    # debris is sub-nuclear or dim: smaller than the cells' median or far dimmer
+    small = cells.loc[debris, "area_px"] < cells.loc[~debris, "area_px"].median()
+    dim = cells.loc[debris, "hoechst_level"] < 0.3 * cells.loc[~debris, "hoechst_level"].median()
+    assert (small | dim).all()
+    clumped = cells[cells["clump"] >= 0]
+    sizes = clumped.groupby("clump").size()  # a member that found no room is left out
+    assert sizes.max() <= 6 and sizes.median() >= 3
+    assert clumped["touching"].mean() > 0.8
+    assert field.channels[1, 5, 7] >= 60000
+
+
+def test_messy_plate_truth_counts_cells_not_objects(tmp_path):
+    from screenlib.simulate import messy_plate_design
+
+    design = messy_plate_design(fields_per_well=1, field_shape=(128, 128), cells_per_field=40)
+    design = design.restricted_to(["A01", "F01", "A03"])
+    result = simulate_plate(design, tmp_path / "messy", "zarr", progress=False)
+    cells = pd.read_parquet(result.truth / "cells.parquet")
+    wells = pd.read_csv(result.truth / "wells.csv")
+    fields = pd.read_csv(result.truth / "fields.csv")
+    assert (cells["object_class"] == "debris").any()
+    whole = cells[cells["object_class"] != "debris"]
+    expected = whole.groupby(["well", "timepoint"]).size()
+    assert wells.set_index(["well", "timepoint"])["n_cells"].sort_index().tolist() == (
+        expected.sort_index().tolist()
+    )
+    assert wells["n_debris_objects"].sum() == int((cells["object_class"] == "debris").sum())
+    # gains differ per well and timepoint; Annexin V grows at the second timepoint
+    assert fields["gain_annexin_v"].nunique() == len(fields)
+    # one of the two vehicle wells failed to seed
+    vehicle = fields[fields["well"].isin(["A01", "F01"])].groupby("well")["seeding_density"].first()
+    assert sorted(vehicle.tolist()) == [pytest.approx(0.15), 1.0]

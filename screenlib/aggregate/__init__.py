@@ -3,7 +3,7 @@
 from screenlib.aggregate.field_qc import flag_relative_focus
 from screenlib.aggregate.plate_qc import edge_effect, plate_format, plate_qc
 from screenlib.aggregate.stats import robust_z_prime, ssmd, wilson_interval, z_prime
-from screenlib.aggregate.wells import aggregate_wells
+from screenlib.aggregate.wells import aggregate_wells, relative_cell_count
 
 __all__ = [
     "aggregate_wells",
@@ -11,6 +11,7 @@ __all__ = [
     "flag_relative_focus",
     "plate_format",
     "plate_qc",
+    "relative_cell_count",
     "robust_z_prime",
     "ssmd",
     "wilson_interval",

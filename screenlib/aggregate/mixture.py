@@ -19,7 +19,8 @@ The model, per timepoint, on the vehicle's glog scale ``x = asinh(annexin / c)``
 
 Every well's PI-negative and PI-positive cells have their own positive share; ``m1``,
 ``s1``, ``d`` and all shares are fitted together by expectation-maximisation over all cells of
-the plate, so a well's share borrows the population shapes from the whole plate. A well's
+the plate (:func:`screenlib.gating._robust.fit_mixture`, the same EM that places the mixture
+gates), so a well's share borrows the population shapes from the whole plate. A well's
 apoptotic fraction is the count-weighted sum of its two shares (early: PI negative, late: PI
 positive). Its 95 % interval is a Wilson interval on an effective cell count: the binomial
 variance over the model's (Fisher) variance of the estimate, at most the cell count, so it
@@ -36,16 +37,17 @@ import pandas as pd
 
 from screenlib.aggregate.stats import wilson_interval
 from screenlib.gating._robust import (
+    _FAILED_K,
     GlogScale,
     NegativePopulation,
+    _normal_logpdf,
     estimate_negative,
+    fit_mixture,
     fit_positive_population,
 )
 
 #: fewest vehicle cells a timepoint needs for the negative population
 MIN_VEHICLE_CELLS = 50
-#: the positive population's SD never falls below this share of the negative's
-_MIN_SPREAD_FACTOR = 0.25
 _MAX_ITERATIONS = 500
 _TOLERANCE = 1e-6
 
@@ -111,22 +113,6 @@ class AnnexinMixture:
         )
 
 
-def _normal_logpdf(x: np.ndarray, center: np.ndarray | float, sd: float) -> np.ndarray:
-    """``scipy.stats.norm.logpdf`` without its argument checks (called every EM step)."""
-    z = (x - center) / sd
-    return -0.5 * z * z - np.log(sd * np.sqrt(2 * np.pi))
-
-
-def _responsibilities(
-    share: np.ndarray, log_negative: np.ndarray, log_positive: np.ndarray
-) -> np.ndarray:
-    """Posterior probability of the positive population for every cell (shares per cell)."""
-    with np.errstate(divide="ignore"):
-        positive = np.log(share) + log_positive
-        negative = np.log1p(-share) + log_negative
-    return np.exp(positive - np.logaddexp(positive, negative))
-
-
 def fit_annexin_mixture(
     x: np.ndarray,
     pi_positive: np.ndarray,
@@ -162,35 +148,22 @@ def fit_annexin_mixture(
     positive = fit_positive_population(x, negative)
     if positive is None:
         return None
-    center, spread, scale = negative.center, negative.spread, negative.scale
-    sizes = np.bincount(groups, minlength=n_groups).astype(float)
-    model = AnnexinMixture(scale, center, spread, 0.0, positive.center, positive.spread, 0)
-    shares = np.full(n_groups, positive.weight)
-    necrotic = pi_positive.astype(float)
-    for iteration in range(1, _MAX_ITERATIONS + 1):
-        log_negative, log_positive = model.log_densities(x, necrotic)
-        posterior = _responsibilities(shares[groups], log_negative, log_positive)
-        new_shares = np.bincount(groups, posterior, minlength=n_groups) / np.maximum(sizes, 1)
-        new_shares = np.clip(new_shares, 1e-9, 1 - 1e-9)
-        weight = posterior.sum()
-        positive_center = float((posterior * x).sum() / weight)
-        positive_spread = max(
-            float(np.sqrt((posterior * (x - positive_center) ** 2).sum() / weight)),
-            _MIN_SPREAD_FACTOR * spread,
-        )
-        shift = 0.0
-        if necrotic_weight := float(((1 - posterior) * necrotic).sum()):
-            shift = float(((1 - posterior) * necrotic * (x - center)).sum() / necrotic_weight)
-            # necrotic cells bind more Annexin V than viable ones, never as much as apoptotic
-            shift = float(np.clip(shift, 0.0, 0.5 * (positive_center - center)))
-        change = float(np.abs(new_shares - shares).max(initial=0.0))
-        shares = new_shares
-        model = AnnexinMixture(
-            scale, center, spread, shift, positive_center, positive_spread, iteration
-        )
-        if change < _TOLERANCE:
-            break
-    return model, shares
+    fit = fit_mixture(
+        x, negative, positive, groups, n_groups, shifted=pi_positive,
+        max_iterations=_MAX_ITERATIONS, tolerance=_TOLERANCE,
+        # far below the vehicle population lie only failed measurements
+        ignore_below=negative.center - _FAILED_K * negative.spread,
+    )  # fmt: skip
+    model = AnnexinMixture(
+        negative.scale,
+        negative.center,
+        negative.spread,
+        fit.shift,
+        fit.positive.center,
+        fit.positive.spread,
+        fit.n_iterations,
+    )
+    return model, fit.shares
 
 
 def _share_variances(

@@ -1,14 +1,16 @@
 """Per-well (and per-timepoint) summaries of classified cells: the table ``wells.csv``.
 
 Fractions are over the cells of the well (debris excluded) in fields that passed image QC.
-``relative_cell_count`` is cells per used field divided by the median of the vehicle
-(``negative_control``) wells of the same sample and timepoint, so excluded fields do not
-look like cell loss.
+``relative_cell_count`` (:func:`relative_cell_count`) is cells per used field divided by
+the median of the vehicle (``negative_control``) wells of the same sample and timepoint, so
+excluded fields do not look like cell loss.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,10 @@ from screenlib.gating.gates import _roles
 from screenlib.settings import AssaySettings, GatingSettings
 
 _INTENSITY = re.compile(r"^[a-z0-9_]+_(nucleus|ring|cell)_(mean|p90)$")
+logger = logging.getLogger(__name__)
 _KEYS = ["well", "timepoint"]
+#: object classes counted per well besides the quadrant classes (screenlib.gating.objects)
+_OBJECT_COUNTS = ("mitotic", "fragmented")
 
 
 def _row_sort_key(row: str) -> tuple[int, str]:
@@ -168,9 +173,17 @@ def aggregate_wells(
         .reset_index()
     )
     frame = frame.merge(counts, on=_KEYS, how="left")
-    count_columns = [f"n_{c}" for c in (*CELL_CLASSES, DEBRIS)]
+    frame = frame.merge(_object_counts(cells), on=_KEYS, how="left")
+    count_columns = [
+        f"n_{c}" for c in (*CELL_CLASSES, DEBRIS, *_OBJECT_COUNTS, "fragment", "unsplit_nuclei")
+    ]
     frame[count_columns] = frame[count_columns].fillna(0).astype(int)
+    # the further pieces of a fragmented nucleus are part of a counted cell, not debris
+    frame[f"n_{DEBRIS}"] -= frame.pop("n_fragment")
     frame["n_cells"] = frame[[f"n_{c}" for c in CELL_CLASSES]].sum(axis=1)
+    # an object standing for several touching nuclei the segmentation did not split has one
+    # class call; its nuclei count in n_nuclei (and the relative cell count), not in n_cells
+    frame["n_nuclei"] = frame["n_cells"] + frame.pop("n_unsplit_nuclei")
     n = frame["n_cells"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         for name in CELL_CLASSES:
@@ -200,7 +213,10 @@ def aggregate_wells(
                 n > 0, frame[f"n_{column}"] / np.maximum(n, 1), np.nan
             )
 
-    mixture, models = _mixture_table(whole, platemap, gating.annexin_feature)
+    annexin_column = (
+        "annexin_normalized" if "annexin_normalized" in whole.columns else gating.annexin_feature
+    )
+    mixture, models = _mixture_table(whole, platemap, annexin_column)
     frame = frame.merge(mixture, on=_KEYS, how="left")
 
     intensity_columns = [c for c in cells.columns if _INTENSITY.match(c) or c == "pi_compensated"]
@@ -294,33 +310,140 @@ def _mixture_table(
     return pd.concat(parts, ignore_index=True)[columns], models
 
 
+def _object_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """``n_mitotic``, ``n_fragmented`` (cells) and ``n_fragment`` (further pieces) per well."""
+    names = [*_OBJECT_COUNTS, "fragment"]
+    cell_rows = (cells["cell_class"].astype(str) != DEBRIS).to_numpy()
+    extra = (
+        np.where(cell_rows, np.maximum(cells["n_nuclei"].to_numpy(dtype=float) - 1, 0), 0)
+        if "n_nuclei" in cells.columns
+        else np.zeros(len(cells))
+    )
+    unsplit = (
+        pd.Series(extra, index=cells.index)
+        .groupby([cells["well"], cells["timepoint"]])
+        .sum()
+        .rename("n_unsplit_nuclei")
+        .reset_index()
+    )
+    if "object_class" not in cells.columns:
+        return unsplit.assign(**{f"n_{name}": 0 for name in names})
+    classes = cells["object_class"].astype(str)
+    counted = classes.where(cell_rows | (classes == "fragment"), "")
+    table = (
+        pd.crosstab([cells["well"], cells["timepoint"]], counted)
+        .reindex(columns=names, fill_value=0)
+        .add_prefix("n_")
+        .reset_index()
+    )
+    return table.merge(unsplit, on=_KEYS, how="outer")
+
+
+#: a vehicle well with fewer cells per field than this share of the timepoint's median
+#: vehicle well failed to seed and is left out of every relative-count reference
+SEEDING_FAILURE = 0.5
+
+
+def relative_cell_count(wells: pd.DataFrame) -> pd.Series:
+    """The relative cell count of every well: THE definition the package uses.
+
+    Cells per used field (``n_nuclei / n_fields_used``: the cells of the well counting each
+    nucleus of an unsplit clump, :mod:`screenlib.gating.objects`; ``n_cells`` without an
+    ``n_nuclei`` column, and the count alone when the table has no ``n_fields_used``)
+    divided by the median of the vehicle wells (role ``negative_control``, or concentration
+    0 without roles) of the same sample and timepoint;
+    a sample without vehicle wells of its own is compared with all vehicle wells of the
+    timepoint. A vehicle well with fewer than ``SEEDING_FAILURE`` (half) the cells per field
+    of the timepoint's median vehicle well failed to seed and is left out of the references
+    (with two vehicle wells per sample one such well would otherwise halve the reference).
+
+    Parameters
+    ----------
+    wells
+        One row per well (and timepoint): ``n_cells``, ``role`` or ``concentration_molar``,
+        optional ``n_fields_used``, ``sample`` and ``timepoint``.
+
+    Returns
+    -------
+    pandas.Series
+        Aligned with ``wells``; NaN without a usable reference.
+
+    Examples
+    --------
+    >>> wells = pd.DataFrame({"sample": ["a"] * 4, "n_cells": [100, 96, 10, 50],
+    ...                       "role": ["negative_control"] * 3 + ["sample"]})
+    >>> relative_cell_count(wells).round(2).tolist()
+    [1.02, 0.98, 0.1, 0.51]
+    """
+    return _count_references(wells)["relative_cell_count"]
+
+
+def _count_references(wells: pd.DataFrame) -> pd.DataFrame:
+    """Cells per field, relative count, and how each well's reference was found."""
+    counted = "n_nuclei" if "n_nuclei" in wells.columns else "n_cells"
+    n_cells = pd.to_numeric(wells[counted], errors="coerce").to_numpy(dtype=float)
+    used = (
+        pd.to_numeric(wells["n_fields_used"], errors="coerce").to_numpy(dtype=float)
+        if "n_fields_used" in wells.columns
+        else np.ones(len(wells))
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_field = np.where(used > 0, n_cells / used, np.nan)
+    if "role" in wells.columns:
+        vehicle = (wells["role"].astype(str) == "negative_control").to_numpy()
+    else:
+        vehicle = (pd.to_numeric(wells["concentration_molar"], errors="coerce") == 0).to_numpy()
+    vehicle = vehicle & np.isfinite(per_field)
+    sample = (
+        wells["sample"].fillna("").astype(str).to_numpy()
+        if "sample" in wells.columns
+        else np.full(len(wells), "")
+    )
+    timepoint = (
+        wells["timepoint"].to_numpy() if "timepoint" in wells.columns else np.zeros(len(wells))
+    )
+    reference = np.full(len(wells), np.nan)
+    fallback = np.zeros(len(wells), dtype=bool)
+    excluded = np.zeros(len(wells), dtype=bool)
+    for tp in pd.unique(timepoint):
+        at_tp = timepoint == tp
+        typical = np.nanmedian(per_field[vehicle & at_tp]) if (vehicle & at_tp).any() else np.nan
+        excluded |= vehicle & at_tp & (per_field < SEEDING_FAILURE * typical)
+        kept = vehicle & at_tp & ~excluded
+        pooled = np.median(per_field[kept]) if kept.any() else np.nan
+        for name in pd.unique(sample[at_tp]):
+            here = at_tp & (sample == name)
+            own = per_field[kept & here]
+            reference[here] = np.median(own) if own.size else pooled
+            fallback[here] = not own.size and np.isfinite(pooled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(reference > 0, per_field / reference, np.nan)
+    return pd.DataFrame(
+        {
+            "cells_per_field": per_field,
+            "relative_cell_count": relative,
+            "vehicle_reference_excluded": excluded,
+            "_vehicle_fallback": fallback,
+            "_no_vehicle": ~np.isfinite(reference),
+        },
+        index=wells.index,
+    )
+
+
 def _relative_cell_count(frame: pd.DataFrame) -> None:
     """Cells per used field, relative to the vehicle median of the same sample and timepoint."""
-    used = frame["n_fields_used"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frame["cells_per_field"] = np.where(used > 0, frame["n_cells"] / used, np.nan)
-    role = frame["role"].astype(str)
-    sample = frame["sample"].fillna("").astype(str) if "sample" in frame else ""
-    vehicle = (role == "negative_control") & (used > 0)
-    reference = np.full(len(frame), np.nan)
-    fallback = np.zeros(len(frame), dtype=bool)
-    for tp in frame["timepoint"].unique():
-        at_tp = (frame["timepoint"] == tp).to_numpy()
-        pooled = frame.loc[vehicle & at_tp, "cells_per_field"].median()
-        for name in pd.unique(sample[at_tp]):
-            here = at_tp & (sample == name).to_numpy()
-            own = frame.loc[vehicle & here, "cells_per_field"]
-            if len(own):
-                reference[here] = own.median()
-            else:
-                reference[here] = pooled
-                fallback[here] = np.isfinite(pooled)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frame["relative_cell_count"] = np.where(
-            reference > 0, frame["cells_per_field"] / reference, np.nan
+    references = _count_references(frame)
+    for column in references.columns:
+        frame[column] = references[column]
+    for row in frame.loc[frame["vehicle_reference_excluded"], ["well", "timepoint"]].itertuples():
+        message = (
+            f"vehicle well {row.well} (timepoint {row.timepoint}) has under "
+            f"{SEEDING_FAILURE:.0%} of the median vehicle well's cells per field (seeding "
+            "failure?): left out of the relative-cell-count reference "
+            "(wells.csv vehicle_reference_excluded)"
         )
-    frame["_vehicle_fallback"] = fallback
-    frame["_no_vehicle"] = ~np.isfinite(reference)
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def _decreasing_fit(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -411,7 +534,13 @@ def _ordered_columns(frame: pd.DataFrame, platemap: pd.DataFrame | None) -> list
         if platemap is not None
         else [c for c in ("sample", "role") if c in frame.columns]
     )
-    counts = ["n_cells", *(f"n_{c}" for c in CELL_CLASSES), f"n_{DEBRIS}"]
+    counts = [
+        "n_cells",
+        "n_nuclei",
+        *(f"n_{c}" for c in CELL_CLASSES),
+        f"n_{DEBRIS}",
+        *(f"n_{c}" for c in _OBJECT_COUNTS),
+    ]
     fractions = [*(f"fraction_{c}" for c in CELL_CLASSES), f"fraction_{DEBRIS}"]
     apoptotic = [
         "n_apoptotic",
@@ -421,6 +550,7 @@ def _ordered_columns(frame: pd.DataFrame, platemap: pd.DataFrame | None) -> list
         *MIXTURE_COLUMNS,
         "cells_per_field",
         "relative_cell_count",
+        "vehicle_reference_excluded",
     ]
     positives = [c for c in frame.columns if c.startswith(("n_", "fraction_")) and c.endswith(
         "_positive")]  # fmt: skip

@@ -14,7 +14,9 @@ from screenlib.gating.gates import (
     gates_from_dict,
     gates_to_dict,
     learn_gates,
+    learn_object_scales,
 )
+from screenlib.gating.objects import OBJECT_CLASSES, ObjectScale, classify_objects, object_scale
 
 __all__ = [
     "gates_are_manual",
@@ -28,4 +30,9 @@ __all__ = [
     "gates_from_dict",
     "gates_to_dict",
     "learn_gates",
+    "learn_object_scales",
+    "OBJECT_CLASSES",
+    "ObjectScale",
+    "classify_objects",
+    "object_scale",
 ]

@@ -120,6 +120,95 @@ class PositivePopulation:
     spread: float
 
 
+#: cells this many negative spreads below the negative centre are failed measurements
+_FAILED_K = 4.0
+
+
+def _normal_logpdf(x: np.ndarray, center: np.ndarray | float, sd: float) -> np.ndarray:
+    """``scipy.stats.norm.logpdf`` without its argument checks (called every EM step)."""
+    z = (x - center) / sd
+    return -0.5 * z * z - np.log(sd * np.sqrt(2 * np.pi))
+
+
+@dataclass(frozen=True)
+class MixtureFit:
+    """A fitted two-population mixture: the positive component, every group's positive
+    share and the shift of the negative centre for shifted cells (see :func:`fit_mixture`)."""
+
+    positive: PositivePopulation
+    shares: np.ndarray
+    shift: float
+    n_iterations: int
+
+
+def fit_mixture(
+    x: np.ndarray,
+    negative: NegativePopulation,
+    start: PositivePopulation,
+    groups: np.ndarray | None = None,
+    n_groups: int = 1,
+    shifted: np.ndarray | None = None,
+    max_iterations: int = 500,
+    tolerance: float = 1e-6,
+    ignore_below: float | None = None,
+) -> MixtureFit:
+    """Expectation-maximisation of a mixture whose negative component is fixed.
+
+    The one EM of the package: :func:`fit_positive_population` (gates) runs it with one
+    group, :func:`screenlib.aggregate.mixture.fit_annexin_mixture` (per-well fractions) with
+    two groups per well and PI-positive cells ``shifted``.
+
+    Every cell is ``(1 - w_g) N(center + d * shifted, spread) + w_g N(m, t)`` on the glog
+    scale, ``g`` its group. The negative centre and spread stay fixed; the positive centre
+    ``m``, SD ``t`` (at least 0.25 negative spreads, so the component does not collapse on a
+    few cells), the shares ``w_g`` and the shift ``d`` (0 <= d <= (m - center) / 2) are fitted.
+    Cells below ``ignore_below`` count as negative (failed measurements, see
+    :func:`fit_positive_population`).
+    """
+    x = np.asarray(x, dtype=float)
+    groups = np.zeros(x.size, dtype=np.int64) if groups is None else np.asarray(groups)
+    necrotic = np.zeros(x.size) if shifted is None else np.asarray(shifted, dtype=float)
+    center, spread = negative.center, negative.spread
+    sizes = np.bincount(groups, minlength=n_groups).astype(float)
+    below = x < ignore_below if ignore_below is not None else np.zeros(x.size, dtype=bool)
+    shares = np.full(n_groups, start.weight)
+    mean, sd, shift = start.center, start.spread, 0.0
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
+        log_negative = _normal_logpdf(x, center + shift * necrotic, spread)
+        log_positive = _normal_logpdf(x, mean, sd)
+        with np.errstate(divide="ignore"):
+            weighted = np.log(shares[groups]) + log_positive
+            posterior = np.exp(
+                weighted - np.logaddexp(weighted, np.log1p(-shares[groups]) + log_negative)
+            )
+        posterior[below] = 0.0
+        total = float(posterior.sum())
+        if not total > 0:
+            break
+        new_shares = np.clip(
+            np.bincount(groups, posterior, minlength=n_groups) / np.maximum(sizes, 1),
+            1e-9,
+            1 - 1e-9,
+        )
+        new_mean = float((posterior * x).sum() / total)
+        new_sd = max(float(np.sqrt((posterior * (x - new_mean) ** 2).sum() / total)), 0.25 * spread)
+        if necrotic_weight := float(((1 - posterior) * necrotic).sum()):
+            # necrotic cells bind more Annexin V than viable ones, never as much as apoptotic
+            shift = float(((1 - posterior) * necrotic * (x - center)).sum() / necrotic_weight)
+            shift = float(np.clip(shift, 0.0, 0.5 * (new_mean - center)))
+        change = max(
+            float(np.abs(new_shares - shares).max(initial=0.0)),
+            abs(new_mean - mean) / spread,
+            abs(new_sd - sd) / spread,
+        )
+        shares, mean, sd = new_shares, new_mean, new_sd
+        if change < tolerance:
+            break
+    weight = float((shares * sizes).sum() / max(sizes.sum(), 1.0))
+    return MixtureFit(PositivePopulation(weight, mean, sd), shares, shift, iteration)
+
+
 def fit_positive_population(
     transformed: np.ndarray,
     negative: NegativePopulation,
@@ -132,7 +221,7 @@ def fit_positive_population(
     All cells of the plate (vehicle, samples, controls) are modelled on the glog scale as
     ``(1 - w) N(center, spread) + w N(m, t)``: the negative component is the vehicle estimate
     (robust, so the vehicle's own few positive cells do not widen it) and only the positive
-    component's share ``w``, centre ``m`` and SD ``t`` are fitted, by expectation-maximisation
+    component's share ``w``, centre ``m`` and SD ``t`` are fitted (:func:`fit_mixture`),
     started from the cells beyond ``center + 4 spread``. Anchoring the negative part keeps the
     fit stable when the positive population is small or skewed.
 
@@ -149,33 +238,20 @@ def fit_positive_population(
     weight = start.size / x.size  # before subsampling: both counts from the same cells
     if x.size > max_cells:
         x = np.random.default_rng(seed).choice(x, max_cells, replace=False)
-    mean = float(np.median(start))
-    sd = max(robust_sd(start), spread)
-    log_negative = stats.norm.logpdf(x, center, spread)
-    for _ in range(max_iterations):
-        log_positive = np.log(weight) + stats.norm.logpdf(x, mean, sd)
-        responsibility = np.exp(
-            log_positive - np.logaddexp(np.log1p(-weight) + log_negative, log_positive)
-        )
-        total = float(responsibility.sum())
-        if not total > 0:
-            return None
-        new_weight = float(np.clip(total / x.size, 1e-4, 1 - 1e-4))
-        new_mean = float((responsibility * x).sum() / total)
-        variance = float((responsibility * (x - new_mean) ** 2).sum() / total)
-        # an SD floor keeps the component from collapsing onto a few cells
-        new_sd = max(float(np.sqrt(variance)), 0.25 * spread)
-        converged = (
-            abs(new_mean - mean) < 1e-6 * spread
-            and abs(new_sd - sd) < 1e-6 * spread
-            and abs(new_weight - weight) < 1e-7
-        )
-        weight, mean, sd = new_weight, new_mean, new_sd
-        if converged:
-            break
-    if mean < center + 3.0 * spread:
+    first = PositivePopulation(weight, float(np.median(start)), max(robust_sd(start), spread))
+    positive = fit_mixture(x, negative, first, max_iterations=max_iterations).positive
+    if positive.center < center + 3.0 * spread:
+        # Far below the negative centre lie only failed measurements (a background
+        # over-estimated next to a precipitate); a positive component stretched down to them
+        # loses the positive population (on a rendered messy plate its centre fell below 3
+        # spreads). Fit again with them counted as negative.
+        positive = fit_mixture(
+            x, negative, first, max_iterations=max_iterations,
+            ignore_below=center - _FAILED_K * spread,
+        ).positive  # fmt: skip
+    if positive.center < center + 3.0 * spread:
         return None
-    return PositivePopulation(weight=weight, center=mean, spread=sd)
+    return positive
 
 
 def bayes_boundary(negative: NegativePopulation, positive: PositivePopulation) -> float:

@@ -4,7 +4,11 @@ Annexin V-/PI- viable; Annexin V+/PI- early apoptotic; Annexin V+/PI+ late apopt
 (secondary necrotic); Annexin V-/PI+ necrotic. Objects that are not whole cells are called
 ``debris`` with an ``exclusion_reason``:
 
-* ``small_area``: ``area_um2 < gating.min_area_um2`` (fragments, apoptotic bodies);
+* ``small_area``: ``area_um2 < gating.min_area_um2`` (fragments, apoptotic bodies), except
+  the piece standing for a fragmented nucleus;
+* ``not_a_nucleus``: object class ``debris`` (too small and too little DNA for a nucleus at
+  the plate's vehicle scale, :mod:`screenlib.gating.objects`);
+* ``fragment``: a further piece of a fragmented nucleus (the nucleus is counted once);
 * ``no_nuclear_signal``: nuclear-stain integrated intensity <= 0 (not a nucleus);
 * ``missing_measurement``: a gating feature is NaN;
 * ``touches_border``: nucleus cut by the field border (only with
@@ -22,7 +26,10 @@ import pandas as pd
 from scipy import stats
 
 from screenlib.errors import InputError
+from screenlib.gating.drift import drift_units, scale_per_cell
 from screenlib.gating.gates import Gates, _require_columns, too_small
+from screenlib.gating.objects import ObjectScale, classify_objects
+from screenlib.robust import robust_sd
 from screenlib.settings import GatingSettings
 
 CELL_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
@@ -75,6 +82,18 @@ def classify_cells(
     annexin_positive = np.zeros(len(out), dtype=bool)
     pi_positive = np.zeros(len(out), dtype=bool)
     pi_compensated = np.full(len(out), np.nan)
+    annexin_normalized = np.full(len(out), np.nan)
+    wells = drift_units(out)
+    scales = {
+        tp: ObjectScale(**{k: np.inf if v is None else v for k, v in gate.object_scale.items()})
+        for tp, gate in gates.items()
+        if gate.object_scale
+    }
+    object_class = (
+        classify_objects(out, scales, settings)
+        if scales and settings.classify_objects
+        else out.assign(object_class="cell", fragment_of=-1)
+    )
     markers: dict[str, np.ndarray] = {}
     missing_measurement = np.zeros(len(out), dtype=bool)
     for tp in sorted(set(timepoint.tolist())):
@@ -84,13 +103,23 @@ def classify_cells(
             columns.append(gate.bleedthrough_feature)
         _require_columns(out, columns, "per-cell table")
         here = timepoint == tp
-        annexin = out.loc[here, gate.annexin_feature].to_numpy(dtype=float)
+        drift = {
+            stain: scale_per_cell(
+                wells[here],
+                {w: f[stain] for w, f in gate.stain_scales.items() if stain in f},
+            )
+            for stain in ("annexin", "pi")
+        }
+        annexin = out.loc[here, gate.annexin_feature].to_numpy(dtype=float) / drift["annexin"]
         pi = out.loc[here, gate.pi_feature].to_numpy(dtype=float)
         compensated = pi.copy()
         if gate.bleedthrough_annexin_to_pi:
             leaking = np.nan_to_num(out.loc[here, gate.bleedthrough_feature].to_numpy(dtype=float))
             compensated -= gate.bleedthrough_annexin_to_pi * leaking
+        compensated /= drift["pi"]
         pi_compensated[here] = compensated
+        annexin_normalized[here] = annexin
+        annexin = _group_maximum(annexin, object_class.loc[here])
         annexin_positive[here] = annexin > gate.annexin_gate
         pi_positive[here] = compensated > gate.pi_gate
         missing_measurement[here] = ~(np.isfinite(annexin) & np.isfinite(pi))
@@ -118,12 +147,21 @@ def classify_cells(
     nuclear = [c for c in ("hoechst_nucleus_integrated",) if c in out.columns]
     if nuclear:
         reason[~(out[nuclear[0]].to_numpy(dtype=float) > 0)] = "no_nuclear_signal"
+    objects = object_class["object_class"].astype(str).to_numpy()
+    reason[objects == "debris"] = "not_a_nucleus"
+    reason[objects == "fragment"] = "fragment"
+    reason[too_small(out, settings) & (objects != "fragmented")] = "small_area"
     if "scatter_exclusion" in out.columns:  # flow events: "debris" or "doublet" by scatter
         scatter = out["scatter_exclusion"].fillna("").astype(str).to_numpy(dtype=object)
         reason[scatter != ""] = scatter[scatter != ""]
-    reason[too_small(out, settings)] = "small_area"
     cell_class[reason != ""] = DEBRIS
 
+    out["object_class"] = object_class["object_class"]
+    out["fragment_of"] = object_class["fragment_of"].to_numpy()
+    out["n_nuclei"] = np.where(
+        cell_class == DEBRIS, 0, object_class.get("n_nuclei", pd.Series(1, index=out.index))
+    ).astype(np.int64)
+    out["annexin_normalized"] = annexin_normalized
     out["pi_compensated"] = pi_compensated
     out["annexin_positive"] = annexin_positive
     out["pi_positive"] = pi_positive
@@ -132,6 +170,23 @@ def classify_cells(
     out["cell_class"] = pd.Categorical(cell_class, categories=[*CELL_CLASSES, DEBRIS])
     out["exclusion_reason"] = reason
     return out
+
+
+def _group_maximum(annexin: np.ndarray, objects: pd.DataFrame) -> np.ndarray:
+    """Annexin V of a fragmented nucleus' standing piece: the highest of all its pieces.
+
+    The membrane of a karyorrhectic cell surrounds all its pieces; the ring of each piece
+    sees only the part of it nearest to that piece.
+    """
+    pieces = objects["fragment_of"].to_numpy() >= 0
+    if not pieces.any() or "label" not in objects.columns:
+        return annexin
+    keys = [c for c in ("well", "field") if c in objects.columns]
+    lead = np.where(pieces, objects["fragment_of"].to_numpy(), objects["label"].to_numpy())
+    table = objects[keys].assign(_lead=lead, _annexin=annexin)
+    highest = table.groupby([*keys, "_lead"])["_annexin"].transform("max").to_numpy()
+    standing = (objects["object_class"].astype(str) == "fragmented").to_numpy()
+    return np.where(standing, highest, annexin)
 
 
 def feature_separation(values: np.ndarray, positive: np.ndarray) -> dict[str, float]:
@@ -171,10 +226,7 @@ def feature_separation(values: np.ndarray, positive: np.ndarray) -> dict[str, fl
     floor = max(np.quantile(values, 0.01), 1e-3 * np.quantile(np.abs(values), 0.99), 1e-12)
     log_pos, log_neg = np.log(np.maximum(pos, floor)), np.log(np.maximum(neg, floor))
 
-    def rsd(x: np.ndarray) -> float:
-        return 1.4826 * float(np.median(np.abs(x - np.median(x))))
-
-    denominator = np.hypot(rsd(log_pos), rsd(log_neg))
+    denominator = np.hypot(robust_sd(log_pos), robust_sd(log_neg))
     robust_d = (
         float((np.median(log_pos) - np.median(log_neg)) / denominator)
         if denominator

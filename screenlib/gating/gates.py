@@ -42,6 +42,8 @@ from screenlib.gating._robust import (
     fit_positive_population,
     positive_share_boundary,
 )
+from screenlib.gating.drift import drift_units, scale_per_cell, stain_scales
+from screenlib.gating.objects import GATED, ObjectScale, classify_objects, object_scale
 from screenlib.settings import GatingSettings
 
 _MIN_CONTROL_CELLS = 50
@@ -50,6 +52,9 @@ _BLEED_ITERATIONS = 6
 # A mixture gate never sits closer to the vehicle median than this many robust SDs (about
 # 2 % of a normal negative population lies beyond it).
 _MIXTURE_MIN_K = 2.0
+# Stain drift is read off the cells below this many robust SDs above the vehicle median: the
+# bulk of the negatives, few of the positives' low tail (the quadrant gate sits higher).
+_NEGATIVE_K = 2.0
 
 
 @dataclass
@@ -76,6 +81,14 @@ class Gates:
         Vehicle cells the gates were learned from.
     marker_gates
         Extra plugin stains: ``{stain: {"feature": column, "gate": value}}``.
+    object_scale
+        The vehicle nuclei's scale the object classes derive from
+        (:class:`~screenlib.gating.objects.ObjectScale` as a dict; None: every object is a
+        cell).
+    stain_scales
+        Per well, the factor its Annexin V (``"annexin"``) and PI (``"pi"``) features are
+        divided by before gating: the well's own negative population's median over the
+        vehicle's (:func:`~screenlib.gating.drift.stain_scales`).
     details
         How the gates were found (scales, centres, spreads, checks, warnings); JSON-safe.
     """
@@ -91,6 +104,8 @@ class Gates:
     bleedthrough_feature: str = "annexin_v_ring_mean"
     marker_gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    object_scale: dict[str, float] | None = None
+    stain_scales: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _json_safe(value: Any) -> Any:
@@ -343,17 +358,22 @@ def learn_gates(
         else np.zeros(len(cells), dtype=int)
     )
     roles = _roles(cells, platemap)
+    timepoints = sorted(set(timepoint.tolist())) or [0]
+    scales = learn_object_scales(cells, roles, settings) if settings.classify_objects else {}
     usable = usable_cells(cells, settings)
+    if scales:
+        objects = classify_objects(cells, scales, settings)["object_class"].astype(str)
+        usable &= objects.isin(GATED).to_numpy()
     annexin = cells[settings.annexin_feature].to_numpy(dtype=float)
     pi = cells[settings.pi_feature].to_numpy(dtype=float)
     leaking = np.nan_to_num(cells[settings.bleedthrough_feature].to_numpy(dtype=float))
+    wells = drift_units(cells)
     negative_mask = usable & (roles == "negative_control")
     positive_mask = usable & (roles == "positive_control")
     manual_annexin = settings.annexin_gate is not None
     manual_pi = settings.pi_gate is not None
     fully_manual = gates_are_manual(settings)
 
-    timepoints = sorted(set(timepoint.tolist())) or [0]
     # Vehicle cells per timepoint; a timepoint without vehicle cells borrows all timepoints'.
     training: dict[int, np.ndarray] = {}
     borrowed: set[int] = set()
@@ -371,7 +391,16 @@ def learn_gates(
             "gating.pi_gate and gating.bleedthrough_annexin_to_pi in the assay settings"
         )
 
-    # Annexin gates first: they do not depend on the PI compensation.
+    # Annexin gates first: they do not depend on the PI compensation. With drift
+    # normalisation every well is first scaled by its own negative cells.
+    annexin_scales: dict[int, dict[str, float]] = {}
+    if settings.normalize_stain_drift and not manual_annexin:
+        # the gain is read off viable cells: necrotic cells bind some Annexin V and their
+        # share grows with the treatment
+        pi_negative = _below_vehicle_gate(pi, timepoint, timepoints, training, settings)
+        annexin, annexin_scales = _normalized(
+            annexin, wells, timepoint, timepoints, usable & pi_negative, training, settings
+        )
     annexin_gates: dict[int, tuple[float, str, dict[str, Any]]] = {}
     for tp in timepoints:
         if manual_annexin:
@@ -437,6 +466,14 @@ def learn_gates(
             "n_cells": int(chosen.sum()),
         }
 
+    compensated = pi - bleed * leaking
+    pi_scales: dict[int, dict[str, float]] = {}
+    if settings.normalize_stain_drift and not manual_pi:
+        annexin_negative = _below_vehicle_gate(annexin, timepoint, timepoints, training, settings)
+        compensated, pi_scales = _normalized(
+            compensated, wells, timepoint, timepoints, usable & annexin_negative, training,
+            settings,
+        )  # fmt: skip
     gates: dict[int, Gates] = {}
     for tp in timepoints:
         here = usable & (timepoint == tp)
@@ -452,7 +489,6 @@ def learn_gates(
                 "gates learned from the vehicle cells of all timepoints"
             )
         methods = {}
-        compensated = pi - bleed * leaking
         annexin_gate, methods["annexin"], annexin_info = annexin_gates[tp]
         if annexin_info:
             details["annexin"] = annexin_info
@@ -496,8 +532,85 @@ def learn_gates(
             n_control_cells=int(train.sum()),
             marker_gates=marker_gates,
             details=_json_safe(details),
+            object_scale=_json_safe(scales[tp].to_dict()) if scales.get(tp) else None,
+            stain_scales=_stain_scale_table(annexin_scales.get(tp, {}), pi_scales.get(tp, {})),
         )
     return gates
+
+
+def learn_object_scales(
+    cells: pd.DataFrame, roles: np.ndarray, settings: GatingSettings
+) -> dict[int, ObjectScale | None]:
+    """The vehicle nuclei's scale per timepoint (a timepoint with too few vehicle objects
+    borrows the scale of all timepoints' vehicle objects)."""
+    timepoint = (
+        cells["timepoint"].to_numpy(dtype=int)
+        if "timepoint" in cells.columns
+        else np.zeros(len(cells), dtype=int)
+    )
+    vehicle = roles == "negative_control"
+    pooled = None
+    scales: dict[int, ObjectScale | None] = {}
+    for tp in sorted(set(timepoint.tolist())):
+        scale = object_scale(cells, vehicle & (timepoint == tp), settings)
+        if scale is None:
+            pooled = pooled or object_scale(cells, vehicle, settings)
+            scale = pooled
+        scales[int(tp)] = scale
+    return {tp: scale for tp, scale in scales.items() if scale is not None}
+
+
+def _normalized(
+    values: np.ndarray,
+    wells: np.ndarray,
+    timepoint: np.ndarray,
+    timepoints: list[int],
+    usable: np.ndarray,
+    training: dict[int, np.ndarray],
+    settings: GatingSettings,
+) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
+    """``values`` divided by each well's drift factor, and the factors per timepoint."""
+    result = values.copy()
+    factors: dict[int, dict[str, float]] = {}
+    for tp in timepoints:
+        here = usable & (timepoint == tp) & np.isfinite(values)
+        train = training[tp] & np.isfinite(values)
+        if train.sum() < _MIN_CONTROL_CELLS:
+            continue
+        gate = estimate_negative(values[train]).gate(_NEGATIVE_K)
+        negative = here & (values <= gate)
+        factors[tp] = stain_scales(values[here], wells[here], negative[here], train[here])
+        at_tp = timepoint == tp
+        result[at_tp] = values[at_tp] / scale_per_cell(wells[at_tp], factors[tp])
+    return result, factors
+
+
+def _below_vehicle_gate(
+    values: np.ndarray,
+    timepoint: np.ndarray,
+    timepoints: list[int],
+    training: dict[int, np.ndarray],
+    settings: GatingSettings,
+) -> np.ndarray:
+    """Cells below the robust gate of the vehicle cells of their timepoint."""
+    below = np.zeros(values.size, dtype=bool)
+    for tp in timepoints:
+        train = training[tp] & np.isfinite(values)
+        if train.sum() < _MIN_CONTROL_CELLS:
+            continue
+        gate = estimate_negative(values[train]).gate(_NEGATIVE_K)
+        below |= (timepoint == tp) & (values <= gate)
+    return below
+
+
+def _stain_scale_table(
+    annexin: Mapping[str, float], pi: Mapping[str, float]
+) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for name, scales in (("annexin", annexin), ("pi", pi)):
+        for well, factor in scales.items():
+            table.setdefault(well, {})[name] = float(factor)
+    return table
 
 
 def _check_controls(

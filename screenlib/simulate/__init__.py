@@ -6,6 +6,7 @@
 per-well truth, following a ``PlateDesign`` whose dose-responses are Hill curves.
 """
 
+from screenlib.simulate._confounders import CONFOUNDERS, Confounders
 from screenlib.simulate._field import (
     CELL_CLASSES,
     SUPPORTED_STAINS,
@@ -26,11 +27,14 @@ from screenlib.simulate._plate import (
     example_plate_design,
     expected_well_response,
     hill_effect,
+    messy_plate_design,
     simulate_plate,
     write_platemap,
 )
 
 __all__ = [
+    "CONFOUNDERS",
+    "Confounders",
     "LAYOUTS",
     "MILADEMETAN_IC50_NM",
     "PlateDesign",
@@ -38,6 +42,7 @@ __all__ = [
     "SimulatedPlate",
     "WellDesign",
     "example_plate_design",
+    "messy_plate_design",
     "expected_well_response",
     "hill_effect",
     "simulate_plate",

@@ -52,10 +52,16 @@ import pandas as pd
 from scipy import ndimage
 
 from screenlib.errors import InputError
+from screenlib.gating.classify import CELL_CLASSES
+from screenlib.simulate._confounders import (
+    clump_ids,
+    debris_parameters,
+    paint_fibre,
+    paint_precipitate,
+)
 
 logger = logging.getLogger(__name__)
 
-CELL_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
 SUPPORTED_STAINS = ("hoechst", "annexin_v", "pi", "caspase37")
 
 _DEFAULT_CLASS_FRACTIONS = {
@@ -142,9 +148,11 @@ class SimulatedField:
     labels : ndarray, int32, (Y, X)
         Truth nuclei, 0 = background, 1..N; fragments of one nucleus share its label.
     cells : DataFrame
-        One row per label: ``label``, ``cell_class``, ``centroid_y``, ``centroid_x``,
-        ``area_px``, ``touching`` (shares a boundary with another nucleus, 8-neighbourhood),
-        ``fragmented``, ``pyknotic``, ``mitotic``, ``touches_border``, ``dna_content`` and the true
+        One row per label: ``label``, ``cell_class`` (``debris`` for objects that are not
+        cells), ``centroid_y``, ``centroid_x``, ``area_px``, ``touching`` (shares a boundary
+        with another nucleus, 8-neighbourhood), ``object_class`` (``cell``, ``fragmented``,
+        ``mitotic`` or ``debris``), ``clump`` (clump id, -1 none), ``fragmented``,
+        ``pyknotic``, ``mitotic``, ``touches_border``, ``dna_content`` and the true
         per-cell levels ``hoechst_level``, ``annexin_v_level``, ``pi_level`` (ADU).
     stains : tuple of str
         Stain name of each channel.
@@ -328,12 +336,14 @@ def _place_centres(
     angle: np.ndarray,
     touching_fraction: float,
     min_gap_px: float = 3.0,
+    clump: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Place nucleus centres; returns (centres (N, 2), placed mask).
 
     About ``0.6 * touching_fraction`` of the nuclei are attached to an already placed nucleus
     (an attachment usually makes two touching nuclei; attaching to a nucleus that already
     touches another grows a cluster); the others keep ``min_gap_px`` free around them.
+    ``clump`` (id per nucleus, -1 none) places the members of a clump against each other.
     """
     height, width = shape
     n = semi_major.size
@@ -354,9 +364,23 @@ def _place_centres(
 
     for index in range(n):
         placed_idx = np.flatnonzero(placed)
+        members = (
+            placed_idx[clump[placed_idx] == clump[index]]
+            if clump is not None and clump[index] >= 0
+            else placed_idx[:0]
+        )
         for attempt in range(60):
+            if members.size and attempt < 45:
+                anchor = members[rng.integers(members.size)]
+                theta = rng.uniform(0, 2 * np.pi)
+                reach = extent(anchor, theta) + extent(index, theta + np.pi)
+                candidate = centres[anchor] + reach * rng.uniform(0.8, 0.92) * np.array(
+                    [np.sin(theta), np.cos(theta)]
+                )
+                required = (outer[placed_idx] + outer[index]) * 0.75
+                required[np.isin(placed_idx, members)] = 0.0
             # after 30 failed attachments, place the nucleus freely instead
-            if attach[index] and placed_idx.size and attempt < 30:
+            elif attach[index] and placed_idx.size and attempt < 30:
                 free = placed_idx[~attach[placed_idx]]
                 pool = free if free.size and rng.random() < 0.7 else placed_idx
                 anchor = pool[rng.integers(pool.size)]
@@ -433,6 +457,12 @@ def render_field(
     model: CellModel | None = None,
     z_planes: int = 1,
     z_defocus_step_px: float = 1.5,
+    debris_objects_per_cell: float = 0.0,
+    clump_fraction: float = 0.0,
+    stain_gain: Mapping[str, float] | None = None,
+    fibre: bool = False,
+    precipitate: bool = False,
+    hot_pixels: Sequence[tuple[int, int, int, int]] = (),
 ) -> SimulatedField:
     """Render one field of nuclei with Hoechst, Annexin V and PI channels and its truth.
 
@@ -474,6 +504,17 @@ def render_field(
         ``z_defocus_step_px`` of blur. ``channels`` is the in-focus plane, ``z_stack`` all.
     z_defocus_step_px : float
         Extra blur per plane away from focus.
+    debris_objects_per_cell : float
+        Labelled debris (apoptotic bodies, dim debris; ``object_class`` ``debris`` in the
+        truth) per nucleus, see :mod:`screenlib.simulate._confounders`.
+    clump_fraction : float
+        Share of nuclei in clumps of 3-6 touching nuclei.
+    stain_gain : mapping, optional
+        ``{stain: gain}``: multiplies that stain's signal (staining, not optics).
+    fibre, precipitate : bool
+        Paint an autofluorescent fibre / a saturated precipitate into the field.
+    hot_pixels : sequence of (channel, y, x, value)
+        Hot sensor pixels (the brighter of the pixel and ``value`` is kept).
 
     Returns
     -------
@@ -505,6 +546,20 @@ def render_field(
     ).astype(object)
     classes = classes[rng.permutation(classes.size)]
     params = _cell_parameters(rng, classes, pixel_size_um, model)
+    params["object_class"] = np.where(
+        params["fragmented"], "fragmented", np.where(params["mitotic"], "mitotic", "cell")
+    ).astype(object)
+    n_real = classes.size
+    clump = clump_ids(rng, n_real, clump_fraction) if clump_fraction > 0 else None
+    if debris_objects_per_cell > 0 and n_real:
+        n_extra = int(rng.poisson(debris_objects_per_cell * n_real))
+        extra = debris_parameters(rng, n_extra, pixel_size_um, model)
+        extra["object_class"] = np.full(n_extra, "debris", dtype=object)
+        params = {key: np.concatenate([params[key], extra[key]]) for key in params}
+        classes = np.concatenate([classes, np.full(n_extra, "debris", dtype=object)])
+        if clump is not None:
+            clump = np.concatenate([clump, np.full(n_extra, -1, dtype=np.int64)])
+    params["clump"] = clump if clump is not None else np.full(classes.size, -1, np.int64)
     centres, placed = _place_centres(
         rng,
         shape,
@@ -512,6 +567,7 @@ def render_field(
         params["radius"] / np.sqrt(params["aspect"]),
         params["angle"],
         touching_fraction,
+        clump=clump,
     )
 
     if not placed.all():
@@ -551,10 +607,18 @@ def render_field(
     signals = {stain: nucleus_signal.get(stain, annexin_signal) for stain in stains}
     if bleed_through is None:
         bleed_through = {("annexin_v", "pi"): 0.05}
+    if stain_gain:
+        signals = {
+            stain: signals[stain] * np.float32(stain_gain.get(stain, 1.0)) for stain in stains
+        }
     mixed = {stain: signals[stain].copy() for stain in stains}
     for (source, target), fraction in bleed_through.items():
         if source in signals and target in mixed:
             mixed[target] += np.float32(fraction) * signals[source]
+    if fibre:
+        paint_fibre(rng, mixed, pixel_size_um, model)
+    if precipitate:
+        paint_precipitate(rng, mixed, pixel_size_um)
 
     if illumination is None:
         profile = np.ones(shape, np.float32)
@@ -578,7 +642,11 @@ def render_field(
     planes = []
     for plane in range(z_planes):
         defocus = defocus_sigma_px + z_defocus_step_px * abs(plane - focus_plane)
-        planes.append(_camera_image(rng, mixed, stains, math.hypot(psf_px, defocus), **camera))
+        plane = _camera_image(rng, mixed, stains, math.hypot(psf_px, defocus), **camera)
+        for channel, y, x, value in hot_pixels:
+            if channel < plane.shape[0] and y < shape[0] and x < shape[1]:
+                plane[channel, y, x] = max(int(plane[channel, y, x]), int(value))
+        planes.append(plane)
     channels = planes[focus_plane]
     z_stack = np.stack(planes) if z_planes > 1 else None
 
@@ -775,6 +843,8 @@ def _truth_table(
             "centroid_x": centroid_x,
             "area_px": area.astype(np.int64),
             "touching": touching,
+            "object_class": pd.array(params["object_class"][kept].astype(str), dtype=object),
+            "clump": params["clump"][kept],
             "fragmented": params["fragmented"][kept],
             "pyknotic": params["pyknotic"][kept],
             "mitotic": params["mitotic"][kept],

@@ -35,8 +35,10 @@ import pandas as pd
 import tifffile
 
 from screenlib.errors import InputError
+from screenlib.gating.classify import CELL_CLASSES
 from screenlib.platemap import ROLES, PlateGeometry, normalize_well
-from screenlib.simulate._field import CELL_CLASSES, CellModel, render_field, vignetting_profile
+from screenlib.simulate._confounders import Confounders, hot_pixel_map
+from screenlib.simulate._field import CellModel, render_field, vignetting_profile
 
 LAYOUTS = ("imagexpress", "operetta", "cellvoyager", "zarr")
 DEFAULT_VEHICLE_FRACTIONS = {
@@ -120,6 +122,9 @@ class PlateDesign:
         Effect (0-1 of the sample's maximal response) in positive-control wells.
     positive_control_compound
         Compound name of the positive control (plate map only).
+    confounders
+        What makes the plate messy (:class:`~screenlib.simulate.Confounders`); clean by
+        default.
     """
 
     name: str
@@ -145,6 +150,7 @@ class PlateDesign:
     illumination_falloff: float = 0.35
     positive_control_effect: float = 0.95
     positive_control_compound: str = "staurosporine"
+    confounders: Confounders = field(default_factory=Confounders)
 
     def __post_init__(self) -> None:
         geometry = PlateGeometry.from_size(self.geometry)
@@ -181,6 +187,7 @@ class PlateDesign:
         """JSON form (``truth/design.json``)."""
         data = dataclasses.asdict(self)
         data["field_shape"] = list(self.field_shape)
+        data["confounders"] = self.confounders.to_json()
         return data
 
     @classmethod
@@ -192,6 +199,7 @@ class PlateDesign:
         data["field_shape"] = tuple(data["field_shape"])
         data["channel_names"] = tuple(data["channel_names"])
         data["stains"] = tuple(data["stains"])
+        data["confounders"] = Confounders.from_json(data.get("confounders"))
         return cls(**data)
 
     def restricted_to(self, wells: Iterable[str]) -> PlateDesign:
@@ -371,7 +379,8 @@ def simulate_plate(
         raise InputError(f"plate design {design.name} images no well (all empty)")
 
     writer = _make_writer(design, out_dir, layout, compression, wells, times, geometry)
-    profile = vignetting_profile(design.field_shape, design.illumination_falloff)
+    mess = _PlateMess.of(design)
+    profile = mess.profile
     cell_tables, well_rows, field_rows = [], [], []
     n_images = 0
     spec_by_well = {spec.well: spec for spec in design.wells}
@@ -392,7 +401,8 @@ def simulate_plate(
             for timepoint in range(design.timepoints):
                 rng = np.random.default_rng([design.seed, well_index, 1 + field_index, timepoint])
                 fractions, relative_count = expected_well_response(design, spec, timepoint)
-                n_cells = int(rng.poisson(design.cells_per_field * relative_count))
+                density = mess.density.get(well, 1.0)
+                n_cells = int(rng.poisson(design.cells_per_field * relative_count * density))
                 probabilities = np.array([fractions[name] for name in CELL_CLASSES])
                 counts = rng.multinomial(n_cells, probabilities / probabilities.sum())
                 defocused = rng.random() < design.defocus_probability
@@ -408,7 +418,8 @@ def simulate_plate(
                     intensity_scale=intensity_scale,
                     z_planes=design.z_planes,
                     z_defocus_step_px=design.z_step_um / design.pixel_size_um * 0.75,
-                    model=CellModel(),
+                    model=mess.model,
+                    **mess.field_options(design, well_index, well, field_index, timepoint),
                 )
                 planes = (
                     simulated.z_stack if simulated.z_stack is not None else simulated.channels[None]
@@ -432,6 +443,7 @@ def simulate_plate(
                         "n_debris": simulated.n_debris,
                         "defocus_sigma_px": defocus,
                         "intensity_scale": intensity_scale,
+                        **mess.field_truth(design, well_index, well, field_index, timepoint),
                         "touching_fraction": float(cells["touching"].mean()) if len(cells) else 0.0,
                     }
                 )
@@ -466,6 +478,99 @@ def simulate_plate(
     )
 
 
+@dataclass
+class _PlateMess:
+    """The plate-level draws of a design's confounders (none for a clean design).
+
+    Every draw uses its own seed stream, so a clean design renders exactly as before and
+    switching one confounder on leaves the others' draws unchanged.
+    """
+
+    confounders: Confounders
+    profile: np.ndarray
+    model: CellModel
+    density: dict[str, float]
+    artefacts: dict[tuple[str, int, int], str]
+    hot_pixels: list[tuple[int, int, int, int]]
+
+    @classmethod
+    def of(cls, design: PlateDesign) -> _PlateMess:
+        mess = design.confounders
+        falloff = (
+            design.illumination_falloff
+            if mess.illumination_falloff is None
+            else mess.illumination_falloff
+        )
+        profile = vignetting_profile(design.field_shape, falloff, mess.illumination_center)
+        model = CellModel()
+        if mess.mitotic_fraction is not None:
+            model = dataclasses.replace(model, mitotic_fraction=mess.mitotic_fraction)
+        rng = np.random.default_rng([design.seed, 998])
+        density: dict[str, float] = {}
+        vehicle = [w.well for w in design.wells if w.role == "negative_control"]
+        if mess.seeding_failure and vehicle:
+            density[vehicle[int(rng.integers(len(vehicle)))]] = mess.seeding_failure_density
+        artefacts: dict[tuple[str, int, int], str] = {}
+        samples = [w.well for w in design.wells if w.role == "sample"]
+        for name, wanted in (("fibre", mess.fibre), ("precipitate", mess.precipitate)):
+            if wanted and samples:
+                key = (
+                    samples[int(rng.integers(len(samples)))],
+                    int(rng.integers(design.fields_per_well)),
+                    int(rng.integers(design.timepoints)),
+                )
+                artefacts[key] = artefacts.get(key, "") + name
+        hot = (
+            hot_pixel_map(
+                design.seed, design.field_shape, len(design.stains), mess.hot_pixels_per_megapixel
+            )
+            if mess.hot_pixels_per_megapixel > 0
+            else []
+        )
+        return cls(mess, profile, model, density, artefacts, hot)
+
+    def stain_gain(self, design: PlateDesign, well_index: int, timepoint: int) -> dict:
+        mess = self.confounders
+        if not (mess.stain_gain_cv > 0 or mess.timepoint_gain_step):
+            return {}
+        rng = np.random.default_rng([design.seed, well_index, 0, 1 + timepoint])
+        gain = np.exp(mess.stain_gain_cv * rng.standard_normal(len(design.stains)))
+        step = 1.0 + mess.timepoint_gain_step * timepoint
+        return {
+            stain: float(g * (step if stain in ("annexin_v", "pi") else 1.0))
+            for stain, g in zip(design.stains, gain, strict=True)
+        }
+
+    def field_options(
+        self, design: PlateDesign, well_index: int, well: str, field_index: int, timepoint: int
+    ) -> dict:
+        mess = self.confounders
+        artefact = self.artefacts.get((well, field_index, timepoint), "")
+        options: dict = {
+            "debris_objects_per_cell": mess.debris_per_cell,
+            "clump_fraction": mess.clump_fraction,
+            "stain_gain": self.stain_gain(design, well_index, timepoint) or None,
+            "fibre": "fibre" in artefact,
+            "precipitate": "precipitate" in artefact,
+            "hot_pixels": self.hot_pixels,
+        }
+        if mess.bleed_through is not None:
+            options["bleed_through"] = {("annexin_v", "pi"): mess.bleed_through}
+        return options
+
+    def field_truth(
+        self, design: PlateDesign, well_index: int, well: str, field_index: int, timepoint: int
+    ) -> dict:
+        if not self.confounders.active():
+            return {}
+        gains = self.stain_gain(design, well_index, timepoint)
+        return {
+            **{f"gain_{stain}": gain for stain, gain in gains.items()},
+            "artefact": self.artefacts.get((well, field_index, timepoint), ""),
+            "seeding_density": self.density.get(well, 1.0),
+        }
+
+
 def _progress(total: int, enabled: bool, name: str):
     if not enabled:
         return None
@@ -476,6 +581,9 @@ def _progress(total: int, enabled: bool, name: str):
 
 def _well_truth(design: PlateDesign, spec: WellDesign, timepoint: int, cells: pd.DataFrame) -> dict:
     fractions, relative_count = expected_well_response(design, spec, timepoint)
+    objects = cells.get("object_class", pd.Series("cell", index=cells.index)).astype(str)
+    debris = objects == "debris"
+    cells = cells[~debris]
     n_cells = len(cells)
     counts = cells["cell_class"].value_counts()
     row: dict = {
@@ -489,6 +597,9 @@ def _well_truth(design: PlateDesign, spec: WellDesign, timepoint: int, cells: pd
     }
     for name in CELL_CLASSES:
         row[f"n_{name}"] = int(counts.get(name, 0))
+    row["n_debris_objects"] = int(debris.sum())
+    row["n_mitotic"] = int((objects[~debris] == "mitotic").sum())
+    row["n_fragmented"] = int((objects[~debris] == "fragmented").sum())
     n_apoptotic = row["n_early_apoptotic"] + row["n_late_apoptotic"]
     row["n_apoptotic"] = n_apoptotic
     row["apoptotic_fraction"] = n_apoptotic / n_cells if n_cells else math.nan
@@ -690,4 +801,53 @@ def example_plate_design(
         field_shape=(int(field_shape[0]), int(field_shape[1])),
         pixel_size_um=pixel_size_um,
         seed=seed,
+    )
+
+
+def messy_plate_design(
+    *,
+    geometry: int = 96,
+    seed: int = 20261207,
+    timepoints: int = 2,
+    fields_per_well: int = 2,
+    field_shape: Sequence[int] = (168, 168),
+    pixel_size_um: float = 1.3,
+    cells_per_field: float = 65.0,
+    confounders: Confounders | None = None,
+) -> PlateDesign:
+    """The example's lines and compound on a plate with confounders (all on by default).
+
+    96 wells: the example layout (:func:`example_plate_design`). 384 wells: every row one of
+    the five lines in turn; columns 1, 13 and 24 vehicle, 2-11 and 14-23 two interleaved
+    10-point dilutions of milademetan (10 µM and 10/sqrt(3) µM down in 3-fold steps, a
+    20-point curve per row), column 12 the positive control.
+    """
+    confounders = Confounders.messy() if confounders is None else confounders
+    base = example_plate_design(
+        seed=seed,
+        fields_per_well=fields_per_well,
+        field_shape=field_shape,
+        pixel_size_um=pixel_size_um,
+        cells_per_field=cells_per_field,
+        timepoints=timepoints,
+    )
+    if geometry == 96:
+        return dataclasses.replace(base, name="MessyNB", confounders=confounders)
+    if geometry != 384:
+        raise InputError(f"messy_plate_design: geometry {geometry}; use 96 or 384")
+    rows = PlateGeometry.from_size(384).row_names
+    lines = list(MILADEMETAN_IC50_NM)
+    wells = []
+    for index, row in enumerate(rows):
+        sample = lines[index % len(lines)]
+        for column in (1, 13, 24):
+            wells.append(WellDesign(f"{row}{column:02d}", sample, "DMSO", 0.0, "negative_control"))
+        for step in range(10):
+            for column, top in ((2 + step, 10e-6), (14 + step, 10e-6 / math.sqrt(3))):
+                wells.append(
+                    WellDesign(f"{row}{column:02d}", sample, "milademetan", top / 3**step, "sample")
+                )
+        wells.append(WellDesign(f"{row}12", sample, "staurosporine", 1e-6, "positive_control"))
+    return dataclasses.replace(
+        base, name="MessyNB384", geometry=384, wells=wells, confounders=confounders
     )

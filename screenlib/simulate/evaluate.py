@@ -138,3 +138,73 @@ def _plate_path(out_dir: Path) -> Path:
 
     run = json.loads((out_dir / "run.json").read_text())
     return Path(run["plate"])
+
+
+#: bands of the true apoptotic fraction that errors are reported in
+FRACTION_BANDS = (0.0, 0.1, 0.3, 0.7, 1.0)
+
+
+def fraction_errors(
+    wells: pd.DataFrame,
+    truth_wells: pd.DataFrame,
+    column: str = "apoptotic_fraction",
+    bands: tuple[float, ...] = FRACTION_BANDS,
+) -> pd.DataFrame:
+    """Signed bias and MAE of a per-well fraction per timepoint, overall and per true band.
+
+    Parameters
+    ----------
+    wells
+        The run's ``wells.csv`` (``well``, ``timepoint``, ``column``, ``n_cells``).
+    truth_wells
+        The simulated plate's ``truth/wells.csv``.
+    column
+        The run's fraction column scored against the truth's ``apoptotic_fraction``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per timepoint: ``n_wells``, ``bias``, ``mae``, ``bias <band>`` and
+        ``mae <band>`` per band of the true fraction, ``count_error_median`` (median of
+        ``|n_nuclei / true n_cells - 1|`` over wells; ``n_cells`` without ``n_nuclei``) and
+        ``count_bias_median``.
+    """
+    merged = wells.merge(truth_wells, on=["well", "timepoint"], suffixes=("", "_truth"))
+    rows = []
+    for timepoint, group in merged.groupby("timepoint"):
+        truth = group["apoptotic_fraction_truth"]
+        error = (group[column] - truth).dropna()
+        row: dict = {
+            "timepoint": int(timepoint),
+            "n_wells": int(error.size),
+            "bias": float(error.mean()),
+            "mae": float(error.abs().mean()),
+        }
+        band = pd.cut(truth.reindex(error.index), list(bands), include_lowest=True)
+        for interval, part in error.groupby(band, observed=True):
+            label = f"{max(interval.left, 0.0):.1f}-{interval.right:.1f}"
+            row[f"bias {label}"] = float(part.mean())
+            row[f"mae {label}"] = float(part.abs().mean())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            counted = group["n_nuclei"] if "n_nuclei" in group else group["n_cells"]
+            relative = counted / group["n_cells_truth"] - 1.0
+        row["count_error_median"] = float(relative.abs().median())
+        row["count_bias_median"] = float(relative.median())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ic50_fold_errors(fits: pd.DataFrame, truth_wells: pd.DataFrame, readout: str) -> pd.DataFrame:
+    """Fold error of each fitted IC50 of ``readout`` against the design's apoptosis IC50.
+
+    Returns one row per fitted curve: ``sample``, ``timepoint`` (0 when absent), ``ic50_molar``,
+    ``design_ic50_molar`` and ``fold`` (>= 1; NaN when no IC50 was reported).
+    """
+    design = truth_wells.groupby("sample")["ic50_apoptosis_molar"].first()
+    chosen = fits[fits["readout"] == readout].copy()
+    if "timepoint" not in chosen.columns:
+        chosen["timepoint"] = 0
+    chosen["design_ic50_molar"] = chosen["sample"].map(design)
+    ratio = chosen["ic50_molar"] / chosen["design_ic50_molar"]
+    chosen["fold"] = np.maximum(ratio, 1.0 / ratio)
+    return chosen[["sample", "timepoint", "ic50_molar", "design_ic50_molar", "fold"]]
