@@ -16,7 +16,7 @@ import pytest
 from screenlib.doseresponse.replicates import replicate_fits, replicate_spread
 from screenlib.errors import InputError
 from screenlib.orchestrate.experiment import experiment_plates, read_experiment_file
-from screenlib.simulate._plate import MILADEMETAN_IC50_NM
+from screenlib.simulate._plate_design import MILADEMETAN_IC50_NM
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from screenlib.simulate._field import (
     render_field,
     vignetting_profile,
 )
-from screenlib.simulate._plate import (
+from screenlib.simulate._plate_design import (
     LAYOUTS,
     MILADEMETAN_IC50_NM,
     PlateDesign,

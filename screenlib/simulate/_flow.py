@@ -34,7 +34,7 @@ import pandas as pd
 from screenlib.errors import InputError
 from screenlib.platemap import PlateGeometry
 from screenlib.simulate._field import CELL_CLASSES
-from screenlib.simulate._plate import (
+from screenlib.simulate._plate_design import (
     PlateDesign,
     WellDesign,
     _well_truth,
