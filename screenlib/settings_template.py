@@ -91,6 +91,8 @@ _EXPLANATIONS: dict[str, str] = {
     "flow.doublet_k": "FCS plates: doublets lie this many robust SDs below the FSC-H/FSC-A.",
     "flow.min_events_per_well": "FCS plates: wells with fewer events fail QC.",
     "flow.max_excluded_fraction": "FCS plates: wells with more debris + doublets fail QC.",
+    "gating.classify_objects": "Call debris, fragments, mitoses and clumps before the gates.",
+    "gating.normalize_stain_drift": "Scale each field's stain to its own viable cells.",
 }
 
 

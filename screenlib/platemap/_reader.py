@@ -594,9 +594,6 @@ def _molar_column(table, raw, layout, path, header_unit) -> list[float]:
     header = raw.header[layout.fields["concentration"]]
     molar = []
     for n, place in enumerate(raw.where):
-        if not texts[n].strip():  # a dose not written down: the fit drops the row, with a note
-            molar.append(float("nan"))
-            continue
         row = {c: str(table[c].iloc[n]) for c in ("role", "unit", "compound") if c in table}
         unit = row.get("unit", "")
         try:

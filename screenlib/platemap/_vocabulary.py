@@ -78,7 +78,7 @@ _OUTPUT_NAMES = frozenset(
         "confident", "starts_agreed", "e0", "e_inf", "ci_method", "lowest_dose_molar",
         "top_dose_molar", "residual_std_error", "f_test_p_value", "absolute_level",
         "response_at_zero_dose", "response_at_infinite_dose", "viability", "viability_percent",
-        "map_timepoint", "curve_split_by",
+        "map_timepoint", "curve_split_by", "vehicle_reference_excluded",
     }
 )  # fmt: skip
 _OUTPUT_PREFIXES = re.compile(
