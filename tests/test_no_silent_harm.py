@@ -347,9 +347,12 @@ def test_ctrl_c_stops_quietly_and_a_rerun_resumes(tmp_path):
         sys.executable, "-m", "screenlib", "run", example / "export", "--platemap",
         example / "platemap.csv", "--out", out, "--workers", "1",
     ]  # fmt: skip
+    def default_sigint() -> None:  # as a terminal's shell starts a command
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=default_sigint,
     )  # fmt: skip
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:

@@ -6,6 +6,7 @@ store, `dask scheduler` / `dask worker` subprocesses on 127.0.0.1, SIGKILL, Parq
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -260,7 +261,8 @@ def test_reference_run_is_complete(reference):
     assert summary.n_fields_failed == 0 and (fields["status"] == "done").all()
     assert len(fields) == N_TASKS
     # every field contributes cells; ids are unique and carry their field
-    assert summary.n_cells == len(cells) > 20 * N_TASKS
+    # the summary counts the cells that enter the fractions (not debris, not QC-failed fields)
+    assert summary.n_cells == int((cells["exclusion_reason"] == "").sum()) > 20 * N_TASKS
     assert cells["cell_id"].is_unique
     assert set(cells["well"]) == set(WELLS)
     first = cells.iloc[0]
@@ -276,7 +278,14 @@ def test_reference_run_is_complete(reference):
     assert (reference["out"] / "report.html").stat().st_size > 0
     run = json.loads((reference["out"] / "run.json").read_text())
     assert run["status"] == "finished" and run["n_fields_computed"] == N_TASKS
-    assert load_settings(reference["out"] / "settings_used.toml") == AssaySettings()
+    # the settings used are the defaults plus what the run measured (the nucleus scale), so
+    # --settings settings_used.toml repeats the analysis exactly
+    used = load_settings(reference["out"] / "settings_used.toml")
+    measured = run["nucleus_scale"]["diameter_px"]
+    assert measured > 0 and used.segmentation.nucleus_diameter_px == measured
+    expected = AssaySettings()
+    segmentation = dataclasses.replace(expected.segmentation, nucleus_diameter_px=measured)
+    assert used == dataclasses.replace(expected, segmentation=segmentation)
 
 
 def test_external_cluster_gives_identical_results(reference, cluster, plate_copy, tmp_path):
@@ -378,7 +387,8 @@ def test_settings_changes_invalidate_only_what_they_affect(
     second = run_plate(plate, platemap, out_dir, gating_only, scheduler=cluster.address,
                        progress=False, report=False)  # fmt: skip
     assert second.n_fields_computed == 0 and second.n_fields_reused == N_TASKS
-    assert load_settings(out_dir / "settings_used.toml") == gating_only
+    used = load_settings(out_dir / "settings_used.toml")
+    assert used.gating == gating_only.gating  # the new gating; the measured scale besides
     # a segmentation change invalidates every part
     segmentation = AssaySettings(segmentation=SegmentationSettings(smoothing_sigma_um=1.0))
     third = run_plate(plate, platemap, out_dir, segmentation, scheduler=cluster.address,
