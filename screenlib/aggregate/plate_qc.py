@@ -17,23 +17,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from screenlib.aggregate.stats import MAD_TO_SD, robust_z_prime, ssmd, z_prime
+from screenlib.aggregate.stats import robust_z_prime, ssmd, z_prime
 from screenlib.errors import InputError
+from screenlib.platemap import row_index
+from screenlib.robust import robust_sd
 
 READOUTS = ("apoptotic_fraction", "relative_cell_count")
 _STANDARD_FORMATS = ((8, 12), (16, 24), (32, 48))
 
 
-def _row_index(row: str) -> int:
-    index = 0
-    for letter in str(row).upper():
-        index = index * 26 + (ord(letter) - ord("A") + 1)
-    return index - 1
-
-
 def plate_format(rows: list[str], columns: list[int]) -> tuple[int, int]:
     """Smallest standard plate (96/384/1536) holding the given rows and columns."""
-    n_rows = max(_row_index(r) for r in rows) + 1 if rows else 0
+    n_rows = max(row_index(r) for r in rows) + 1 if rows else 0
     n_columns = max(columns) if columns else 0
     for shape in _STANDARD_FORMATS:
         if n_rows <= shape[0] and n_columns <= shape[1]:
@@ -43,15 +38,9 @@ def plate_format(rows: list[str], columns: list[int]) -> tuple[int, int]:
 
 def is_edge_well(rows: pd.Series, columns: pd.Series, shape: tuple[int, int]) -> np.ndarray:
     """True for wells on the outer ring of a plate of ``shape`` (rows, columns)."""
-    row_index = np.array([_row_index(r) for r in rows])
+    row = np.array([row_index(r) for r in rows])
     column = np.asarray(columns, dtype=int)
-    return (row_index == 0) | (row_index == shape[0] - 1) | (column == 1) | (column == shape[1])
-
-
-def _robust_sd(values: np.ndarray) -> float:
-    return (
-        MAD_TO_SD * float(np.median(np.abs(values - np.median(values)))) if values.size else np.nan
-    )
+    return (row == 0) | (row == shape[0] - 1) | (column == 1) | (column == shape[1])
 
 
 def edge_effect(
@@ -80,7 +69,7 @@ def edge_effect(
     if outer.size < 3 or inner.size < 3:
         return result
     shift = float(np.median(outer) - np.median(inner))
-    spread = _robust_sd(inner)
+    spread = robust_sd(inner)
     if not spread > 0:
         spread = float(np.std(inner, ddof=1)) or np.finfo(float).eps
     p_value = float(stats.mannwhitneyu(outer, inner, alternative="two-sided").pvalue)

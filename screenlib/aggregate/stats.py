@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from screenlib.robust import MAD_TO_SD
+from screenlib.robust import robust_sd
 
 
 def wilson_interval(
@@ -83,10 +83,7 @@ def robust_z_prime(positive: np.ndarray, negative: np.ndarray) -> float:
     if gap == 0:
         return float("nan")
 
-    def mad_sd(x: np.ndarray) -> float:
-        return MAD_TO_SD * float(np.median(np.abs(x - np.median(x))))
-
-    return float(1 - 3 * (mad_sd(p) + mad_sd(n)) / gap)
+    return float(1 - 3 * (robust_sd(p) + robust_sd(n)) / gap)
 
 
 def ssmd(positive: np.ndarray, negative: np.ndarray) -> float:

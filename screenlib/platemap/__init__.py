@@ -14,7 +14,13 @@ from screenlib.platemap._describe import describe_platemap
 from screenlib.platemap._reader import KNOWN_COLUMNS, read_dose_table, read_platemap
 from screenlib.platemap._values import ROLES, normalize_role, parse_concentration
 from screenlib.platemap._vocabulary import FIELD_ALIASES, is_output_column, read_header
-from screenlib.platemap._wells import PlateGeometry, geometry_for_wells, normalize_well, split_well
+from screenlib.platemap._wells import (
+    PlateGeometry,
+    geometry_for_wells,
+    normalize_well,
+    row_index,
+    split_well,
+)
 
 __all__ = [
     "FIELD_ALIASES",
@@ -30,5 +36,6 @@ __all__ = [
     "read_dose_table",
     "read_header",
     "read_platemap",
+    "row_index",
     "split_well",
 ]

@@ -18,9 +18,9 @@ def _row_name(index: int) -> str:
     return chr(ord("A") + index // 26 - 1) + chr(ord("A") + index % 26)
 
 
-def _row_index(name: str) -> int:
-    """Row letters -> 0-based index (inverse of :func:`_row_name`)."""
-    name = name.upper()
+def row_index(name: str) -> int:
+    """Row letters -> 0-based index (inverse of :func:`_row_name`): ``"A"`` -> 0, ``"AA"`` -> 26."""
+    name = str(name).upper()
     if len(name) == 1:
         return ord(name) - ord("A")
     return (ord(name[0]) - ord("A") + 1) * 26 + ord(name[1]) - ord("A")
@@ -67,7 +67,7 @@ class PlateGeometry:
     def contains(self, well: str) -> bool:
         """Whether a well name (``A1`` or ``A01``) lies on this plate."""
         row, column = split_well(well)
-        return _row_index(row) < self.n_rows and 1 <= column <= self.n_columns
+        return row_index(row) < self.n_rows and 1 <= column <= self.n_columns
 
     def wells(self) -> list[str]:
         """All wells in row-major order, ``A01`` form."""
@@ -91,7 +91,7 @@ def split_well(well: str) -> tuple[str, int]:
             f"malformed well {well!r}: expected row letter(s) and column number like A1 or A01"
         )
     row, column = match.group(1).upper(), int(match.group(2))
-    if column < 1 or (len(row) == 2 and _row_index(row) >= 32):
+    if column < 1 or (len(row) == 2 and row_index(row) >= 32):
         raise InputError(f"malformed well {well!r}: column must be >= 1 and rows A..AF")
     return row, column
 
