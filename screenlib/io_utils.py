@@ -14,7 +14,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_file",
+    "fsync_folder",
+    "temporary_sibling",
+]
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -23,12 +30,14 @@ def temporary_sibling(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (renames) to disk; a no-op where folders cannot be opened."""
     if os.name != "posix":  # folders cannot be opened for fsync on Windows
         return
     descriptor = os.open(folder, os.O_RDONLY)
@@ -57,12 +66,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

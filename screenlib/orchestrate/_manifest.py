@@ -114,22 +114,20 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def valid_marker(
-    parts_dir: Path, stem: str, expected_hash: str, fingerprint: str
+    marker: dict[str, Any] | None, part: Path, expected_hash: str, fingerprint: str
 ) -> dict[str, Any] | None:
-    """The completion marker of a finished field, or None when the field must be (re)done.
+    """``marker`` (a field's completion marker, as read) when the field is finished, else None.
 
     A marker counts only when it names ``expected_hash`` and the ``fingerprint`` of the
-    pixels the field has now, has status ``"done"`` and its Parquet part exists with the
+    pixels the field has now, has status ``"done"`` and its Parquet ``part`` exists with the
     recorded size (a failed field is retried on the next run).
     """
-    marker = read_json(parts_dir / f"{stem}.json")
     if not marker or marker.get("analysis_hash") != expected_hash:
         return None
     if marker.get("fingerprint") != fingerprint:
         return None
     if marker.get("marker_version") != MARKER_VERSION or marker.get("status") != "done":
         return None
-    part = parts_dir / f"{stem}.parquet"
     try:
         if part.stat().st_size != marker.get("part_bytes"):
             return None

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from screenlib.errors import InputError
+from screenlib.io_utils import fsync_file, fsync_folder
 
 __all__ = ["OUTPUTS_MANIFEST", "OutputSet", "neutralize_formulas", "read_output_manifest"]
 
@@ -162,6 +163,7 @@ class OutputSet:
         entries = []
         for name in self.names:
             staged = self.staging / name
+            fsync_file(staged)  # on disk before the rename makes it the output
             size = staged.stat().st_size
             entries.append({"name": name, "bytes": size, "sha256": _sha256(staged)})
         for name in self.names:
@@ -183,5 +185,8 @@ class OutputSet:
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
         tmp = self.out_dir / f".{OUTPUTS_MANIFEST}.{self.run_token[:12]}.tmp"
         tmp.write_text(text, encoding="utf-8")
+        fsync_file(tmp)
         os.replace(tmp, self.out_dir / OUTPUTS_MANIFEST)
+        for folder in {(self.out_dir / name).parent for name in self.names} | {self.out_dir}:
+            fsync_folder(folder)  # the renames survive a power cut too
         return {name: self.out_dir / name for name in self.names}

@@ -303,7 +303,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def flatfield_profile(
-    executor, plan: PlatePlan, plate, settings: AssaySettings, previous: dict | None
+    executor, plan: PlatePlan, fingerprints: dict, settings: AssaySettings, previous: dict | None
 ) -> tuple[Path | None, str]:
     """The plate's flat-field profile file and its digest (computed once per pixels)."""
     if not settings.correction.flatfield:
@@ -314,7 +314,7 @@ def flatfield_profile(
             (
                 plan.channels,
                 settings.correction,
-                [plate.field_fingerprint(w, f) for w, f in sample],
+                [fingerprints[(w, f, 0)] for w, f in sample],
             )
         ).encode()
     ).hexdigest()[:20]
@@ -346,7 +346,7 @@ def _estimate_scale(task: tuple[str, list[tuple[str, int]], int]):
 
 
 def nucleus_scale(
-    executor, plan: PlatePlan, plate, settings: AssaySettings, previous: dict | None
+    executor, plan: PlatePlan, fingerprints: dict, settings: AssaySettings, previous: dict | None
 ) -> dict[str, Any]:
     """The plate's nucleus diameter in pixels, measured once from a sample of fields (about
     4 % of them, 3 to 24): ``{"diameter_px", "text", "key"}``; ``diameter_px`` is None when
@@ -365,7 +365,7 @@ def nucleus_scale(
     n_sample = int(np.clip(round(0.04 * len(plan.field_ids)), 3, 24))
     sample = _sample_fields(plan.field_ids, n_sample)
     key = hashlib.sha256(
-        repr((nuclear, [plate.field_fingerprint(w, f) for w, f in sample])).encode()
+        repr((nuclear, [fingerprints[(w, f, 0)] for w, f in sample])).encode()
     ).hexdigest()[:20]
     cached = (previous or {}).get("nucleus_scale") or {}
     if cached.get("key") == key:
@@ -386,7 +386,7 @@ def nucleus_scale(
 
 def field_jobs(
     plan: PlatePlan,
-    plate,
+    fingerprints: dict[tuple[str, int, int], str],
     settings: AssaySettings,
     a_hash: str,
     *,
@@ -405,12 +405,13 @@ def field_jobs(
     for well, field_index in plan.field_ids:
         for timepoint in range(plan.n_timepoints):
             stem = field_stem(well, field_index, timepoint)
-            fingerprint = plate.field_fingerprint(well, field_index, timepoint)
-            marker = None if recompute else valid_marker(parts_dir, stem, a_hash, fingerprint)
+            fingerprint = fingerprints[(well, field_index, timepoint)]
+            old = read_json(parts_dir / f"{stem}.json")
+            part = parts_dir / f"{stem}.parquet"
+            marker = None if recompute else valid_marker(old, part, a_hash, fingerprint)
             if marker is not None:
                 reused[stem] = marker
                 continue
-            old = read_json(parts_dir / f"{stem}.json")
             if (
                 old
                 and old.get("analysis_hash") == a_hash
@@ -731,10 +732,16 @@ def _compute(
     """Flat field, resume decisions and the field tasks of the run's plate."""
     settings, plate_plan = plan.settings, plan.plates[0]
     run_token = uuid.uuid4().hex
+    # one pass over the stored chunks: the resume decisions and the sample keys all use them
+    fingerprints = {
+        (well, field, timepoint): plate_obj.field_fingerprint(well, field, timepoint)
+        for well, field in plate_plan.field_ids
+        for timepoint in range(plate_plan.n_timepoints)
+    }
     flatfield_path, flatfield_key = flatfield_profile(
-        executor, plate_plan, plate_obj, settings, previous
+        executor, plate_plan, fingerprints, settings, previous
     )
-    scale = nucleus_scale(executor, plate_plan, plate_obj, settings, previous)
+    scale = nucleus_scale(executor, plate_plan, fingerprints, settings, previous)
     logger.info("nucleus scale: %s", scale["text"])
     manifest["nucleus_scale"] = plate_plan.nucleus_scale = scale
     diameter_px = scale["diameter_px"]
@@ -750,7 +757,7 @@ def _compute(
     labels = labels_plate(plate_obj, plan.out_dir, into_input=write_labels, fresh=stale)
     todo, reused, changed = field_jobs(
         plate_plan,
-        plate_obj,
+        fingerprints,
         settings,
         a_hash,
         flatfield_path=flatfield_path,
