@@ -6,6 +6,7 @@ from screenlib.gating.classify import (
     classify_cells,
     compare_annexin_features,
     feature_separation,
+    is_counted,
 )
 from screenlib.gating.gates import (
     Gates,
@@ -27,6 +28,7 @@ __all__ = [
     "compare_annexin_features",
     "estimate_bleedthrough",
     "feature_separation",
+    "is_counted",
     "gates_from_dict",
     "gates_to_dict",
     "learn_gates",

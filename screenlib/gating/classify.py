@@ -259,3 +259,17 @@ def compare_annexin_features(
         measures = feature_separation(cells[feature].to_numpy(dtype=float)[keep], positive)
         rows.append({"feature": feature, "n_cells": int(keep.sum()), **measures})
     return pd.DataFrame(rows).sort_values("auc", ascending=False, ignore_index=True)
+
+
+def is_counted(cells: pd.DataFrame) -> np.ndarray:
+    """True for the objects behind a run's cell counts and fractions.
+
+    The one definition used by the tables, the report and the command line: a counted cell
+    has no ``exclusion_reason`` (it is not debris, not a further piece of a fragmented
+    nucleus, and not in a field left out by image QC). A table without the column (before
+    classification) counts every object.
+    """
+    if "exclusion_reason" not in cells.columns:
+        return np.ones(len(cells), dtype=bool)
+    reason = cells["exclusion_reason"].fillna("").astype(str).str.strip()
+    return (reason == "").to_numpy()

@@ -132,12 +132,8 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
     ``flatfield``, ``kernel``, ``identifiers``, ``labels``, ``table``, ``marker``; for
     benchmarks/bench_dask.py).
     """
-    from screenlib.analysis import analyze_field
-    from screenlib.analysis.qc import channel_problems
-
     started = time.perf_counter()
     clock = _StepClock(timings)
-    parts_dir = Path(job.parts_dir)
     record: dict[str, Any] = {
         "well": job.well,
         "field": job.field,
@@ -145,39 +141,9 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
         "status": "done",
         "error": "",
     }
-    plate = _open_plate(job.plate_path, job.run_token)
-    marker_extra = {
-        "analysis_hash": job.analysis_hash,
-        "marker_version": MARKER_VERSION,
-        "fingerprint": job.fingerprint,
-    }
+    plate = _open_plate(job.plate_path, job.run_token)  # a plate that cannot open stops the run
     try:
-        channels = plate.read_field(job.well, job.field, timepoint=job.timepoint)
-        channels = _select_channels(channels, job.channel_indices)
-        problems = channel_problems(channels, job.stains)
-        clock.lap("read")
-        flatfield = None
-        if job.flatfield_path is not None:
-            flatfield = _load_flatfield(job.flatfield_path, job.run_token)
-        clock.lap("flatfield")
-        result = analyze_field(
-            channels,
-            stains=_stains(job.stains),
-            segmenter=_segmenter(job.settings),
-            pixel_size_um=job.pixel_size_um,
-            settings=job.settings,
-            flatfield=flatfield,
-            nucleus_diameter_px=job.nucleus_diameter_px,
-        )
-        del channels  # the raw field is not needed any more: free it before the writes
-        clock.lap("kernel")
-        labels = np.asarray(result.labels, dtype=np.int32)
-        cells = add_identifiers(result.cells, job)
-        qc = {key: _json_safe(value) for key, value in dict(result.qc).items()}
-        if problems:  # a blank or NaN marker channel would read as "no positive cells"
-            reasons = [r for r in (qc.get("qc_reason", ""), *problems) if r]
-            qc.update(qc_pass=False, qc_reason="; ".join(reasons))
-        clock.lap("identifiers")
+        labels, cells, qc = _compute_field(job, plate, clock)
     except Exception as error:  # noqa: BLE001 - a data fault is recorded, the plate goes on
         # the user sees what failed; where in the code is for --verbose and bug reports
         where = traceback.extract_tb(error.__traceback__)[-1]
@@ -190,26 +156,82 @@ def analyze_one_field(job: FieldJob, timings: dict[str, float] | None = None) ->
             qc_reason=f"analysis failed: {type(error).__name__}: {error}",
         )
         record["analysis_seconds"] = round(time.perf_counter() - started, 3)
-        write_json_atomic(parts_dir / f"{job.stem}.json", {**record, **marker_extra})
+        write_json_atomic(Path(job.parts_dir) / f"{job.stem}.json", {**record, **_marker(job)})
         return record
+    record.update(qc)
+    record["n_cells"] = len(cells)
+    _persist_field(job, labels, cells, record, started, clock)
+    return record
 
-    # labels first, then the table, then the marker: the marker is the proof of both
+
+def _compute_field(
+    job: FieldJob, plate: Any, clock: _StepClock
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """Read, correct, segment and measure one field: its labels, cell table and QC dict."""
+    from screenlib.analysis import analyze_field
+    from screenlib.analysis.qc import channel_problems
+
+    channels = plate.read_field(job.well, job.field, timepoint=job.timepoint)
+    channels = _select_channels(channels, job.channel_indices)
+    problems = channel_problems(channels, job.stains)
+    clock.lap("read")
+    flatfield = None
+    if job.flatfield_path is not None:
+        flatfield = _load_flatfield(job.flatfield_path, job.run_token)
+    clock.lap("flatfield")
+    result = analyze_field(
+        channels,
+        stains=_stains(job.stains),
+        segmenter=_segmenter(job.settings),
+        pixel_size_um=job.pixel_size_um,
+        settings=job.settings,
+        flatfield=flatfield,
+        nucleus_diameter_px=job.nucleus_diameter_px,
+    )
+    del channels  # the raw field is not needed any more: free it before the writes
+    clock.lap("kernel")
+    labels = np.asarray(result.labels, dtype=np.int32)
+    cells = add_identifiers(result.cells, job)
+    qc = {key: _json_safe(value) for key, value in dict(result.qc).items()}
+    if problems:  # a blank or NaN marker channel would read as "no positive cells"
+        reasons = [r for r in (qc.get("qc_reason", ""), *problems) if r]
+        qc.update(qc_pass=False, qc_reason="; ".join(reasons))
+    clock.lap("identifiers")
+    return labels, cells, qc
+
+
+def _persist_field(
+    job: FieldJob,
+    labels: np.ndarray,
+    cells: pd.DataFrame,
+    record: dict[str, Any],
+    started: float,
+    clock: _StepClock,
+) -> None:
+    """Labels first, then the table, then the marker: the marker is the proof of both."""
     labels_plate = _open_plate(job.labels_path or job.plate_path, job.run_token, "r+")
     labels_plate.write_labels(job.well, job.field, labels, timepoint=job.timepoint)
-    del labels, result
+    del labels
     clock.lap("labels")
+    parts_dir = Path(job.parts_dir)
     table = pa.Table.from_pandas(cells, preserve_index=False)
     part = write_atomic(parts_dir / f"{job.stem}.parquet", lambda tmp: pq.write_table(table, tmp))
     clock.lap("table")
-    record.update(qc)
-    record["n_cells"] = len(cells)
     record["analysis_seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(
         parts_dir / f"{job.stem}.json",
-        {**record, **marker_extra, "part_bytes": part.stat().st_size},
+        {**record, **_marker(job), "part_bytes": part.stat().st_size},
     )
     clock.lap("marker")
-    return record
+
+
+def _marker(job: FieldJob) -> dict[str, Any]:
+    """What a field's marker records besides its ``fields.csv`` row: what it was computed from."""
+    return {
+        "analysis_hash": job.analysis_hash,
+        "marker_version": MARKER_VERSION,
+        "fingerprint": job.fingerprint,
+    }
 
 
 class _StepClock:

@@ -17,7 +17,7 @@ import pandas as pd
 from screenlib.aggregate import aggregate_wells, flag_relative_focus, plate_qc
 from screenlib.doseresponse import fit_wells
 from screenlib.doseresponse.replicates import replicate_fits, replicate_spread
-from screenlib.gating import classify_cells, learn_gates
+from screenlib.gating import classify_cells, is_counted, learn_gates
 from screenlib.settings import AssaySettings
 
 logger = logging.getLogger(__name__)
@@ -42,10 +42,8 @@ class Results:
 
     @property
     def n_cells_analysed(self) -> int:
-        """Cells that entered the fractions (not in QC-failed fields, not debris)."""
-        if "exclusion_reason" not in self.cells:
-            return len(self.cells)
-        return int((self.cells["exclusion_reason"].fillna("") == "").sum())
+        """Cells that entered the fractions (:func:`screenlib.gating.is_counted`)."""
+        return int(is_counted(self.cells).sum())
 
 
 def mark_excluded_fields(cells: pd.DataFrame, fields: pd.DataFrame) -> pd.Series:
@@ -103,6 +101,10 @@ def finalize(
     # would move them for the whole plate
     notes: list[str] = []
     usable = cells[(field_reason == "").to_numpy()]
+    if not settings.qc.exclude_failed_fields:
+        # the user keeps failed fields in the numbers: their cells are counted (the wells
+        # table counts them too), though the gates still come from passing fields only
+        field_reason = pd.Series("", index=cells.index, dtype=object)
     if not len(usable):
         notes.append(
             "no field passed image QC; the gates were learned from all fields' cells, so "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,13 @@ class PlatePlan:
         """Fields times time points: the number of field jobs."""
         return len(self.field_ids) * self.n_timepoints
 
+    @cached_property
+    def platemap_summary(self) -> str:
+        """How the plate map was read (``describe_platemap``), worked out once per run."""
+        from screenlib.platemap import describe_platemap
+
+        return describe_platemap(self.platemap)
+
 
 @dataclass
 class RunPlan:
@@ -89,10 +97,8 @@ class RunPlan:
                 f"  outputs: {plate.out_dir}",
             ]
         lines += [f"note: {note}" for note in self.notes]
-        from screenlib.platemap import describe_platemap
-
         for plate in self.plates:
-            lines += ["", describe_platemap(plate.platemap)]
+            lines += ["", plate.platemap_summary]
         return "\n".join(lines)
 
 

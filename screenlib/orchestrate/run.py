@@ -49,7 +49,6 @@ from screenlib.orchestrate.execute import execute_fields, gather, open_executor
 from screenlib.orchestrate.finalize import Results, finalize
 from screenlib.orchestrate.outputs import OutputSet, neutralize_formulas
 from screenlib.orchestrate.plan import PlatePlan, RunPlan, check_settings, plan_plate
-from screenlib.platemap import describe_platemap
 from screenlib.settings import AssaySettings
 
 logger = logging.getLogger(__name__)
@@ -676,7 +675,7 @@ def _run_planned(
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
     previous = manifest.pop("previous") or {}
     plate_plan = plan.plates[0]
-    logger.info("%s", describe_platemap(plate_plan.platemap))
+    logger.info("%s", plate_plan.platemap_summary)
     for note in plan.notes:
         logger.warning("%s", note)
     # the plate-map reader logged its own warnings; they go to run.json and the report too
@@ -932,7 +931,7 @@ def write_results(
                     settings=plan.settings,
                     run_info=run_info,
                     notes=plan.notes,
-                    platemap_summary=describe_platemap(plan.plates[0].platemap),
+                    platemap_summary=plan.plates[0].platemap_summary,
                     **(extra_sections or {}),
                 ),
             )

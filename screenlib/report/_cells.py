@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from screenlib.gating import is_counted
 from screenlib.settings import AssaySettings
 
 STAIN_LABELS = {"hoechst": "Hoechst", "annexin_v": "Annexin V", "pi": "PI"}
@@ -86,15 +87,10 @@ def counted_cells(
         in fields that failed QC (when ``qc.exclude_failed_fields``), and the remaining
         objects that are not whole cells (or carry another ``exclusion_reason``).
     """
-    keep = np.ones(len(cells), dtype=bool)
+    keep = is_counted(cells)
     failed = np.zeros(len(cells), dtype=bool)
     if settings.qc.exclude_failed_fields:
         failed = in_failed_fields(cells, fields)
-    if "exclusion_reason" in cells.columns:
-        reason = cells["exclusion_reason"].fillna("").astype(str).str.strip()
-        keep &= (reason == "").to_numpy()
-    if "cell_class" in cells.columns:
-        keep &= (cells["cell_class"].astype(str) != "debris").to_numpy()
     left_out = {
         "objects": int(len(cells)),
         "failed_fields": int(failed.sum()),
