@@ -158,11 +158,14 @@ def test_a_segmenter_plugin_replaces_the_classical_one(plugin_site):
 
 @pytest.fixture(scope="module")
 def caspase_plugin_installed(tmp_path_factory):
-    """pip-install the example plugin package into this environment (removed afterwards)."""
+    """pip-install the example plugin package into a folder of its own on this process's path
+    (and PYTHONPATH, for subprocesses and Dask workers), so the environment and any test
+    running beside this one never see it."""
     # build from a copy, so the build leaves nothing behind in the source tree
     source = tmp_path_factory.mktemp("plugin") / CASPASE_PACKAGE.name
     shutil.copytree(CASPASE_PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    site = tmp_path_factory.mktemp("plugin_site")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site]
     # offline and fast when the environment can build wheels (setuptools >= 70.1 or wheel);
     # otherwise pip builds the package in an isolated environment
     install = subprocess.run(
@@ -171,11 +174,11 @@ def caspase_plugin_installed(tmp_path_factory):
     if install.returncode != 0 and "bdist_wheel" in install.stderr:
         install = subprocess.run([*command, str(source)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
-    yield
-    subprocess.run(
-        [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "screenlib-caspase37"],
-        capture_output=True,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(site))
+        python_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+        patch.setenv("PYTHONPATH", python_path)
+        yield
     load_stains(refresh=True)
 
 
