@@ -933,6 +933,7 @@ def write_results(
                     run_info=run_info,
                     notes=plan.notes,
                     platemap_summary=describe_platemap(plan.plates[0].platemap),
+                    previous_figures=out_dir / "figures",  # unchanged figures are reused
                     **(extra_sections or {}),
                 ),
             )
