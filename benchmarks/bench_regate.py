@@ -1,9 +1,15 @@
 """Re-gating time: a settings change that touches only gating, against the first run.
 
 The user guide promises that gating and fit changes take seconds: finished fields are reused
-and only finalize (gates, wells, QC, fits, report) runs again. This script runs the example
-plate into a fresh folder, then again with a gating-only change, and prints both times and
-their ratio (the target is <= 10 %).
+and only finalize (gates, wells, QC, fits, report) runs again; the report draws again only
+the figures whose input data changed (the others are copied from the previous report). This
+script runs the example plate into a fresh folder, then again with a gating-only change, and
+prints both times and their ratio (the target is <= 10 %). Wall-clock time and CPU time are
+both shown: on a shared machine the CPU time (this process and its children, e.g. the
+figure-drawing processes) is the steadier measure.
+
+With the report it then times the report alone, from the re-gated run's tables: every figure
+drawn (a fresh folder), and with the previous figures to reuse (nothing changed).
 
     python benchmarks/bench_regate.py [--scheduler sync] [--no-report]
 """
@@ -11,14 +17,60 @@ their ratio (the target is <= 10 %).
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from screenlib.orchestrate import run_plate
 from screenlib.settings import AssaySettings, GatingSettings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_plates" / "milademetan_nb"
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (user + system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Timer:
+    """Wall-clock and CPU seconds of a block."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = _cpu_seconds() - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.2f} s wall, {self.cpu:6.2f} s CPU"
+
+
+def _report_alone(out: Path, folder: Path, previous: Path | None) -> Timer:
+    """Write the report of the run in ``out`` into ``folder`` from its output tables."""
+    from screenlib.report import write_report
+    from screenlib.store import open_plate
+
+    tables = {
+        "cells": pd.read_parquet(out / "cells.parquet"),
+        "fields": pd.read_csv(out / "fields.csv"),
+        "wells": pd.read_csv(out / "wells.csv", keep_default_na=False, na_values=[""]),
+        "plate_qc": pd.read_csv(out / "plate_qc.csv"),
+        "fits": pd.read_parquet(out / "fits_full.parquet"),
+        "gates": json.loads((out / "gates.json").read_text(encoding="utf-8")),
+    }
+    plate = open_plate(out / "plate.zarr")
+    with Timer() as timer:
+        extra = {"previous_figures": previous} if previous is not None else {}
+        write_report(folder, plate=plate, **tables, **extra)
+    return timer
 
 
 def main() -> None:
@@ -29,19 +81,25 @@ def main() -> None:
     report = not args.no_report
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out"
-        started = time.perf_counter()
-        first = run_plate(EXAMPLE / "export", EXAMPLE / "platemap.csv", out,
-                          scheduler=args.scheduler, progress=False, report=report)  # fmt: skip
-        first_seconds = time.perf_counter() - started
+        with Timer() as first_time:
+            first = run_plate(EXAMPLE / "export", EXAMPLE / "platemap.csv", out,
+                              scheduler=args.scheduler, progress=False, report=report)  # fmt: skip
         regated = AssaySettings(gating=GatingSettings(k_mad=3.5, method="robust"))
-        started = time.perf_counter()
-        second = run_plate(EXAMPLE / "export", EXAMPLE / "platemap.csv", out, regated,
-                           scheduler=args.scheduler, progress=False, report=report)  # fmt: skip
-        second_seconds = time.perf_counter() - started
+        with Timer() as second_time:
+            second = run_plate(EXAMPLE / "export", EXAMPLE / "platemap.csv", out, regated,
+                               scheduler=args.scheduler, progress=False, report=report)  # fmt: skip
+        alone = reused = None
+        if report:
+            alone = _report_alone(out, Path(folder) / "report_alone", None)
+            reused = _report_alone(out, Path(folder) / "report_reused", out / "figures")
     assert second.n_fields_computed == 0, "the gating change re-analysed fields"
-    print(f"first run:  {first_seconds:6.2f} s ({first.n_fields_computed} fields analysed)")
-    print(f"re-gating:  {second_seconds:6.2f} s ({second.n_fields_reused} fields reused)")
-    print(f"ratio:      {100 * second_seconds / first_seconds:5.1f} % (target <= 10 %)")
+    print(f"first run:  {first_time} ({first.n_fields_computed} fields analysed)")
+    print(f"re-gating:  {second_time} ({second.n_fields_reused} fields reused)")
+    print(f"ratio:      {100 * second_time.wall / first_time.wall:5.1f} % wall, "
+          f"{100 * second_time.cpu / first_time.cpu:5.1f} % CPU (target <= 10 %)")  # fmt: skip
+    if alone is not None:
+        print(f"report alone, every figure drawn:   {alone}")
+        print(f"report alone, every figure reused:  {reused}")
 
 
 if __name__ == "__main__":

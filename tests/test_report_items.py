@@ -287,3 +287,175 @@ def test_report_prints_to_pdf(run, tmp_path):
     if shutil.which("pdfinfo"):
         info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
         assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 4
+
+
+# --- figures reused when their data are unchanged; drawn in other processes ------------------
+
+
+def _report_inputs(seed: int = 6) -> dict:
+    settings = AssaySettings()
+    platemap = example_platemap()
+    cells = simulate_cell_table(platemap, cells_per_well=60, seed=seed)
+    gates = learn_gates(cells, platemap, settings.gating)
+    cells = classify_cells(cells, gates, settings.gating)
+    wells = aggregate_wells(cells, platemap, None, settings)
+    fits = fit_wells(wells, settings.fit)
+    return {"cells": cells, "wells": wells, "gates": gates, "fits": fits, "settings": settings}
+
+
+def _figure_line(text: str) -> str:
+    return re.search(r"report figures</th><td>([^<]*)<", text).group(1)
+
+
+def test_unchanged_figures_are_reused_and_changed_ones_drawn_again(tmp_path):
+    from screenlib.report._figure_cache import INDEX_NAME
+
+    inputs = _report_inputs()
+    first = tmp_path / "first"
+    write_report(first, **inputs, figure_processes=1)
+    figures = first / "figures"
+    assert (figures / INDEX_NAME).is_file()
+    drawn = {p.name: p.read_bytes() for p in figures.glob("*.png")}
+
+    # the same data again, written elsewhere with the first folder as the previous report
+    same = tmp_path / "same"
+    text = write_report(same, **inputs, previous_figures=figures).read_text(encoding="utf-8")
+    assert "0 drawn" in _figure_line(text)
+    assert {p.name: p.read_bytes() for p in (same / "figures").glob("*.png")} == drawn
+
+    # a gating-like change: the apoptotic fractions move, the cell counts do not
+    wells = inputs["wells"].copy()
+    wells["apoptotic_fraction"] = (wells["apoptotic_fraction"] * 0.8).round(6)
+    changed = tmp_path / "changed"
+    text = write_report(changed, **(inputs | {"wells": wells}), previous_figures=figures)
+    text = text.read_text(encoding="utf-8")
+    line = _figure_line(text)
+    reused = set(line.split(": ", 1)[1].split(", ")) if "reused" in line else set()
+    assert "plate_n_cells" in reused and "plate_qc_flags" in reused
+    assert "plate_apoptotic_fraction" not in reused
+    assert not any(name.startswith("curve_") for name in reused)  # the curves show the fraction
+    new = (changed / "figures" / "plate_apoptotic_fraction.png").read_bytes()
+    assert new != drawn["plate_apoptotic_fraction.png"]  # never the stale picture
+    assert (changed / "figures" / "plate_n_cells.png").read_bytes() == drawn["plate_n_cells.png"]
+
+
+def test_a_figure_edited_by_hand_is_drawn_again_not_reused(tmp_path):
+    inputs = _report_inputs()
+    write_report(tmp_path, **inputs, figure_processes=1)
+    edited = tmp_path / "figures" / "plate_n_cells.png"
+    original = edited.read_bytes()
+    edited.write_bytes(original[:-100])  # someone's (or a disk's) change to the file
+    (tmp_path / "figures" / "plate_qc_flags.png").unlink()
+    text = write_report(tmp_path, **inputs, figure_processes=1).read_text(encoding="utf-8")
+    line = _figure_line(text)
+    assert line.startswith("2 drawn")
+    assert "plate_n_cells" not in line.split(": ", 1)[1] and "plate_qc_flags" not in line
+    assert edited.read_bytes() == original
+
+
+def test_figures_drawn_in_two_processes_equal_those_drawn_in_one(tmp_path):
+    inputs = _report_inputs(seed=7)
+    write_report(tmp_path / "one", **inputs, figure_processes=1)
+    text = write_report(tmp_path / "two", **inputs, figure_processes=2).read_text(encoding="utf-8")
+    if sys.platform.startswith("linux"):
+        assert "(2 processes)" in _figure_line(text)
+    one = sorted((tmp_path / "one" / "figures").glob("*.png"))
+    assert len(one) >= 8
+    for path in one:
+        assert np.array_equal(imread(path), imread(tmp_path / "two" / "figures" / path.name))
+    svgs = {p.name for p in (tmp_path / "two" / "figures").glob("*.svg")}
+    assert svgs == {p.name for p in (tmp_path / "one" / "figures").glob("*.svg")}
+    assert svgs and all(name.startswith("curve_") for name in svgs)  # curves go to slides
+
+
+def test_figure_keys_follow_every_input_value():
+    from screenlib.report._figure_cache import input_key
+
+    base = {"values": {"A01": 0.25, "B02": 0.5}, "title": "x", "array": np.arange(3.0)}
+    assert input_key("plate", base) == input_key("plate", dict(base))
+    for changed in (
+        base | {"values": {"A01": 0.25, "B02": 0.5000001}},
+        base | {"title": "y"},
+        base | {"array": np.arange(3.0) + 1e-12},
+        base | {"extra": None},
+    ):
+        assert input_key("plate", changed) != input_key("plate", base)
+    assert input_key("curve", base) != input_key("plate", base)
+    with pytest.raises(TypeError):
+        input_key("plate", {"curve": lambda x: x})  # a callable cannot key a figure
+
+
+# --- gallery rows of mitotic figures and debris -----------------------------------------------
+
+
+def test_gallery_has_rows_for_mitotic_figures_and_debris(tmp_path):
+    settings = AssaySettings()
+    plate, cells = _gallery_plate(tmp_path / "plate.zarr", settings)
+    cells["object_class"] = "cell"
+    cells["exclusion_reason"] = ""
+    b11 = cells[(cells["well"] == "B11") & ~cells["touches_border"]]
+    # the six most central objects: no crop of theirs is cut by the field's border
+    central = ((b11["centroid_y"] - 96) ** 2 + (b11["centroid_x"] - 96) ** 2).sort_values()
+    mitotic, debris = central.index[:3], central.index[3:6]
+    cells.loc[mitotic, "object_class"] = "mitotic"
+    cells.loc[debris, ["object_class", "cell_class", "exclusion_reason"]] = [
+        "debris", "debris", "not_a_nucleus"]  # fmt: skip
+    fields = cells.groupby(["well", "field", "timepoint"]).size().rename("n_cells").reset_index()
+    fields["qc_pass"] = True
+    text = write_report(tmp_path / "out", plate=plate, cells=cells, fields=fields,
+                        settings=settings).read_text(encoding="utf-8")  # fmt: skip
+    gallery = _section(text, "gallery")
+    assert gallery.count('alt="mitotic cell') == 3
+    assert gallery.count('alt="debris object') == 3
+    shown = re.findall(r'alt="(?:mitotic cell|debris object) B11 f0 t0 #(\d+)', gallery)
+    assert sorted(map(int, shown)) == sorted(cells.loc[mitotic.append(debris), "label"])
+    for name in ("mitotic", "debris"):
+        assert (tmp_path / "out" / "figures" / f"gallery_{name}.png").is_file()
+
+    # debris of a field that failed image QC is never shown
+    fields["qc_pass"] = False
+    fields.loc[fields["well"] == "A01", "qc_pass"] = True
+    text = write_report(tmp_path / "failed", plate=plate, cells=cells, fields=fields,
+                        settings=settings).read_text(encoding="utf-8")  # fmt: skip
+    gallery = _section(text, "gallery")
+    assert 'alt="debris object' not in gallery and "No debris on this plate." in gallery
+
+
+def test_gallery_of_a_table_without_object_classes_claims_no_object_rows(tmp_path):
+    settings = AssaySettings()
+    plate, cells = _gallery_plate(tmp_path / "plate.zarr", settings)
+    text = write_report(tmp_path / "out", plate=plate, cells=cells, settings=settings)
+    gallery = _section(text.read_text(encoding="utf-8"), "gallery")
+    # no object_class column: nothing is known about mitotic figures or debris, so no rows
+    assert "No debris" not in gallery and "No mitotic" not in gallery
+    assert re.search(r'alt="viable cell', gallery)
+
+
+# --- the experiment page from its template ----------------------------------------------------
+
+
+def test_experiment_page_is_built_from_its_template_and_escapes_names():
+    from screenlib.report._experiment import experiment_report_html
+
+    plates = [
+        {"name": f"plate {EVIL_NAME}", "link": "plates/p1/report.html", "n_fields": 4,
+         "n_fields_failed": 1, "n_cells": 12345},
+        {"name": "plate2", "link": "plates/plate2/report.html", "n_fields": 4,
+         "n_fields_failed": 0, "n_cells": 999},
+    ]  # fmt: skip
+    spread = pd.DataFrame({
+        "sample": ["HeLa"], "compound": [f"drug {EVIL_NAME}"], "readout": ["apoptotic_fraction"],
+        "n_with_ic50": [2], "n_replicates": [2], "pic50_mean": [6.5], "pic50_sd": [0.12],
+        "pooled_ic50_molar": [3.2e-7], "pooled_flags": ["wide_interval"],
+    })  # fmt: skip
+    page = experiment_report_html(plates, spread, [f"plate1: {EVIL_NAME}"])
+    assert EVIL_NAME not in page and html.escape(EVIL_NAME) in page
+    assert 'href="plates/p1/report.html"' in page and "12,345" in page
+    assert "6.50 ± 0.12" in page and "320 nM" in page and "wide_interval" in page
+    template = resources.files("screenlib.report") / "templates" / "experiment.html.j2"
+    assert template.is_file()
+    source = (REPO / "screenlib" / "orchestrate" / "experiment.py").read_text(encoding="utf-8")
+    assert "<table" not in source and "<html" not in source  # markup lives in the template
+
+
+EVIL_NAME = "<script>alert(2)</script>"

@@ -14,13 +14,11 @@ experiment file (CSV with columns ``plate`` and ``platemap``, paths relative to 
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -236,15 +234,6 @@ def run_experiment(
     return summary
 
 
-def _format_molar(value: Any) -> str:
-    from screenlib.doseresponse.units import format_concentration
-
-    try:
-        return format_concentration(float(value))
-    except (TypeError, ValueError):
-        return "n/a"
-
-
 def experiment_report(
     plates: list[ExperimentPlate],
     summaries: list[RunSummary],
@@ -252,47 +241,12 @@ def experiment_report(
     notes: list[str],
 ) -> str:
     """A one-page HTML summary of the experiment, linking each plate's own report."""
-    rows = []
-    for plate, summary in zip(plates, summaries, strict=True):
-        link = f"plates/{_safe_name(plate.name)}/report.html"
-        rows.append(
-            f"<tr><td><a href='{html.escape(link)}'>{html.escape(plate.name)}</a></td>"
-            f"<td>{summary.n_fields}</td><td>{summary.n_fields_failed}</td>"
-            f"<td>{summary.n_cells:,}</td></tr>"
-        )
-    curves = []
-    for row in spread.to_dict("records"):
-        sd = row.get("pic50_sd")
-        curves.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(row.get(k, '')))}</td>"
-                for k in ("sample", "compound", "readout")
-            )
-            + f"<td>{row['n_with_ic50']} / {row['n_replicates']}</td>"
-            + f"<td>{row['pic50_mean']:.2f}"
-            + (f" ± {sd:.2f}" if pd.notna(sd) else "")
-            + "</td>"
-            + f"<td>{html.escape(_format_molar(row.get('pooled_ic50_molar')))}</td>"
-            + f"<td>{html.escape(str(row.get('pooled_flags', '')))}</td></tr>"
-        )
-    noted = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>nothing</li>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Experiment report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-</style></head><body>
-<h1>Experiment: {len(plates)} plates</h1>
-<p>screenlib {html.escape(__version__)}. Gates and plate QC are per plate; each plate's
-report is linked below. The pooled fit takes every plate's wells together; the spread is the
-mean ± SD of the plates' pIC50.</p>
-<h2>Plates</h2>
-<table><tr><th>plate</th><th>fields</th><th>failed fields</th><th>cells</th></tr>
-{"".join(rows)}</table>
-<h2>Curves</h2>
-<table><tr><th>sample</th><th>compound</th><th>readout</th><th>plates with IC50</th>
-<th>pIC50 mean ± SD</th><th>pooled IC50</th><th>pooled flags</th></tr>
-{"".join(curves)}</table>
-<h2>What the engine noticed</h2><ul>{noted}</ul>
-</body></html>
-"""
+    from screenlib.report._experiment import experiment_report_html
+
+    rows = [
+        {"name": plate.name, "link": f"plates/{_safe_name(plate.name)}/report.html",
+         "n_fields": summary.n_fields, "n_fields_failed": summary.n_fields_failed,
+         "n_cells": summary.n_cells}
+        for plate, summary in zip(plates, summaries, strict=True)
+    ]  # fmt: skip
+    return experiment_report_html(rows, spread, notes)

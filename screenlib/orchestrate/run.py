@@ -932,6 +932,7 @@ def write_results(
                     run_info=run_info,
                     notes=plan.notes,
                     platemap_summary=plan.plates[0].platemap_summary,
+                    previous_figures=out_dir / "figures",  # unchanged figures are reused
                     **(extra_sections or {}),
                 ),
             )

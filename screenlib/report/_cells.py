@@ -87,13 +87,31 @@ def counted_cells(
         in fields that failed QC (when ``qc.exclude_failed_fields``), and the remaining
         objects that are not whole cells (or carry another ``exclusion_reason``).
     """
-    keep = is_counted(cells)
-    failed = np.zeros(len(cells), dtype=bool)
-    if settings.qc.exclude_failed_fields:
-        failed = in_failed_fields(cells, fields)
+    keep, failed = _counted_mask(cells, fields, settings)
     left_out = {
         "objects": int(len(cells)),
         "failed_fields": int(failed.sum()),
         "debris": int((~keep & ~failed).sum()),
     }
     return cells[keep & ~failed], left_out
+
+
+def _counted_mask(cells, fields, settings) -> tuple[np.ndarray, np.ndarray]:
+    """(whole cells without an exclusion reason, objects in fields that failed QC)."""
+    keep = is_counted(cells)
+    failed = np.zeros(len(cells), dtype=bool)
+    if settings.qc.exclude_failed_fields:
+        failed = in_failed_fields(cells, fields)
+    return keep, failed
+
+
+def gallery_objects(
+    cells: pd.DataFrame, fields: pd.DataFrame | None, settings: AssaySettings
+) -> pd.DataFrame:
+    """The objects the cell gallery may show: the counted cells, and the debris objects
+    (``object_class`` ``debris``) of the same fields, for a row of their own. Nothing from a
+    field that failed image QC."""
+    keep, failed = _counted_mask(cells, fields, settings)
+    if "object_class" in cells.columns:
+        keep |= (cells["object_class"].astype(str) == "debris").to_numpy()
+    return cells[keep & ~failed]

@@ -7,6 +7,7 @@ plate map or a vendor export are shown as text, never run as markup.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from functools import cache
@@ -22,8 +23,11 @@ from screenlib.report import _sections as sections
 from screenlib.report import _sections_cells as cell_sections
 from screenlib.report import _sections_dose as dose_sections
 from screenlib.report import figures as fig
-from screenlib.report._cells import counted_cells
+from screenlib.report._cells import counted_cells, gallery_objects
+from screenlib.report._figure_cache import FigureWriter
 from screenlib.settings import AssaySettings
+
+log = logging.getLogger(__name__)
 
 SECTION_IDS = (
     "summary",
@@ -77,6 +81,8 @@ def write_report(
     notes: list[str] | None = None,
     platemap_summary: str | None = None,
     experiment: Any = None,
+    previous_figures: str | Path | None = None,
+    figure_processes: int | None = None,
     **extra: Any,
 ) -> Path:
     """Write ``report.html`` (one self-contained file) and ``figures/*.png|svg``.
@@ -104,6 +110,12 @@ def write_report(
         A short text describing the plate map (shown in the summary).
     experiment
         A multi-plate summary (DataFrame, mapping, list or text), shown in its own section.
+    previous_figures
+        The ``figures/`` folder of the report this one replaces (default: ``out_dir/figures``).
+        Figures whose input data are unchanged are copied from it instead of drawn again
+        (see :mod:`screenlib.report._figure_cache`); the Run section says which.
+    figure_processes
+        Processes that draw the figures (default: up to 2, one per core; 1: this process).
     **extra
         Further sections by name, each a DataFrame, mapping, list, text or matplotlib Figure.
 
@@ -116,8 +128,10 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = settings or AssaySettings()
-    writer = sections.FigureWriter(out_dir / "figures")
-    writer.remove_stale()
+    folder = out_dir / "figures"
+    writer = FigureWriter(
+        folder, Path(previous_figures) if previous_figures else folder, figure_processes
+    )
     geometry = getattr(plate, "geometry", None) if plate is not None else None
     if geometry is None:
         all_wells = list(wells["well"]) if wells is not None and "well" in wells else []
@@ -126,29 +140,28 @@ def write_report(
     counted, left_out = (None, None)
     if cells is not None:
         counted, left_out = counted_cells(cells, fields, settings)
-    parts = [
-        ("summary", "Summary", sections.summary_section(
-            plate_name, wells, fields, left_out, None if counted is None else len(counted),
-            plate_qc, fits, platemap_summary)),
-        ("notes", "What the engine noticed", sections.notes_section(notes)),
-        ("plate-maps", "Plate maps", sections.plate_maps_section(wells, geometry, writer)),
-        ("dose-response", "Dose-response",
-         dose_sections.dose_response_section(wells, fits, writer)),
-        ("fits", "Fits", dose_sections.fits_section(fits)),
-        ("gr", "Growth-rate (GR) metrics", dose_sections.gr_section(wells, fits, settings)),
-        ("plate-qc", "Plate QC", cell_sections.plate_qc_section(plate_qc, fields, wells)),
-        ("gating", "Annexin V / PI gating",
-         cell_sections.gating_section(counted, wells, gates, settings, writer)),
-        ("gallery", "Cell gallery",
-         cell_sections.gallery_section(plate, counted, settings, writer)),
-        ("run", "Run", sections.run_section(settings, run_info, plate)),
-    ]  # fmt: skip
-    page_sections = [
-        {"id": sid, "heading": heading, "data": data,
-         "template": f"sections/{sid.replace('-', '_')}.html.j2"}
-        for sid, heading, data in parts
-    ]  # fmt: skip
-    added_sections = sections.extra_sections(experiment, extra, writer)
+    try:
+        figure_parts = [
+            ("plate-maps", "Plate maps", sections.plate_maps_section(wells, geometry, writer)),
+            ("dose-response", "Dose-response",
+             dose_sections.dose_response_section(wells, fits, writer)),
+            ("gating", "Annexin V / PI gating",
+             cell_sections.gating_section(counted, wells, gates, settings, writer)),
+        ]  # fmt: skip
+        writer.start()  # the figures are drawn while the rest is prepared
+        page_sections = _page_sections(
+            plate, cells, fields, wells, plate_qc, fits, settings, notes, platemap_summary,
+            writer, (plate_name, geometry, counted, left_out), dict(
+                (sid, (heading, data)) for sid, heading, data in figure_parts),
+        )  # fmt: skip
+        added_sections = sections.extra_sections(experiment, extra, writer)
+        writer.finish()
+    finally:
+        writer.close()
+    log.info("report figures: %s", writer.summary())
+    run_info = {**(run_info or {}), "report figures": writer.summary()}
+    page_sections.append({"id": "run", "heading": "Run", "template": "sections/run.html.j2",
+                          "data": sections.run_section(settings, run_info, plate)})  # fmt: skip
     for position, added in enumerate(added_sections, start=1):
         template = "sections/extra.html.j2"
         page_sections.insert(
@@ -167,6 +180,35 @@ def write_report(
         )
     )
     return atomic_write_text(out_dir / "report.html", document)  # never half a report
+
+
+def _page_sections(
+    plate, cells, fields, wells, plate_qc, fits, settings, notes, platemap_summary, writer,
+    context, figure_parts,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every built-in section but Run, in page order (``figure_parts``: those already made)."""
+    plate_name, geometry, counted, left_out = context
+    parts = [
+        ("summary", "Summary", sections.summary_section(
+            plate_name, wells, fields, left_out, None if counted is None else len(counted),
+            plate_qc, fits, platemap_summary)),
+        ("notes", "What the engine noticed", sections.notes_section(notes)),
+        ("plate-maps", *figure_parts["plate-maps"]),
+        ("dose-response", *figure_parts["dose-response"]),
+        ("fits", "Fits", dose_sections.fits_section(fits)),
+        ("gr", "Growth-rate (GR) metrics", dose_sections.gr_section(wells, fits, settings)),
+        ("plate-qc", "Plate QC", cell_sections.plate_qc_section(plate_qc, fields, wells)),
+        ("gating", *figure_parts["gating"]),
+        ("gallery", "Cell gallery",
+         cell_sections.gallery_section(
+             plate, None if cells is None else gallery_objects(cells, fields, settings),
+             settings, writer)),
+    ]  # fmt: skip
+    return [
+        {"id": sid, "heading": heading, "data": data,
+         "template": f"sections/{sid.replace('-', '_')}.html.j2"}
+        for sid, heading, data in parts
+    ]  # fmt: skip
 
 
 __all__ = ["SECTION_IDS", "template_environment", "write_report"]

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +17,7 @@ from matplotlib.figure import Figure
 
 import screenlib
 from screenlib.report import figures as fig
+from screenlib.report._figure_cache import FigureWriter, slug
 from screenlib.report._view import (
     finite,
     image,
@@ -40,44 +40,12 @@ READOUT_LABELS = {
     "relative_cell_count": "cell count relative to vehicle",
 }
 ROLE_MARKERS = {"negative_control": "N", "positive_control": "P", "empty": "E"}
-FIGURE_PREFIXES = ("plate_", "curve_", "gating_", "gallery_", "gr_")
 
 # well QC flags by what they mean for the well's numbers (see aggregate.wells._flags)
 NO_DATA_FLAGS = frozenset({"no_fields_used", "empty_well"})
 FAILED_FLAGS = frozenset({"too_few_cells", "no_cells", "not_in_platemap"})
 CAVEAT_FLAGS = frozenset({"fields_excluded", "no_vehicle_reference", "vehicle_of_other_samples"})
 EXPECTED_FLAGS = frozenset({"expected_cell_loss"})
-
-
-def slug(value: Any) -> str:
-    """A file-name-safe version of ``value`` (letters, digits, ``._-``)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(value)).strip("_.")
-    return name[:60] or "x"
-
-
-class FigureWriter:
-    """Saves figures under ``figures/`` with unique names and keeps their PNG bytes."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.used: set[str] = set()
-
-    def remove_stale(self) -> None:
-        """Delete figures an earlier report of this folder wrote (only the report's own)."""
-        if self.folder.is_dir():
-            for stale in self.folder.iterdir():
-                if stale.suffix in (".png", ".svg") and stale.name.startswith(FIGURE_PREFIXES):
-                    stale.unlink()
-
-    def name(self, stem: str) -> str:
-        candidate, number = slug(stem), 2
-        while candidate in self.used:
-            candidate, number = f"{slug(stem)}_{number}", number + 1
-        self.used.add(candidate)
-        return candidate
-
-    def save(self, figure: Figure, stem: str) -> bytes:
-        return fig.save_figure(figure, self.folder / self.name(stem))
 
 
 def value_of(obj: Any, name: str, default: Any = None) -> Any:
@@ -173,6 +141,11 @@ def notes_section(notes: Any) -> dict[str, Any]:
 # --- plate maps -------------------------------------------------------------------------------
 
 
+def geometry_key(geometry) -> dict[str, Any]:
+    """What a plate figure's layout depends on, for its cache key."""
+    return {"rows": list(geometry.row_names), "columns": list(geometry.column_names)}
+
+
 def well_qc_status(row: Mapping[str, Any]) -> str | None:
     """``"pass"``, ``"expected"``, ``"caveat"``, ``"failed"``, or None (no data) for a well."""
     flags = flag_set(row.get("qc_flags"))
@@ -214,8 +187,11 @@ def plate_maps_section(
         status = {str(r["well"]): well_qc_status(r) for r in at.to_dict("records")}
         status = {well: state for well, state in status.items() if state is not None}
         title = "Well QC" + suffix
-        figure = fig.qc_heatmap(status, geometry, title=title)
-        png = writer.save(figure, f"plate_qc_flags{name_suffix}")
+        png = writer.figure(
+            f"plate_qc_flags{name_suffix}",
+            lambda status=status, title=title: fig.qc_heatmap(status, geometry, title=title),
+            {"status": status, "plate": geometry_key(geometry), "title": title},
+        )
         figures.append(image(png, title, css_class="plate"))
         figures += _class_maps(at, geometry, writer, suffix, name_suffix)
         blocks.append({"heading": f"Timepoint {timepoint}" if several else "", "figures": figures})
@@ -236,11 +212,13 @@ def _headline_maps(at, geometry, writer, suffix, name_suffix) -> list:
         values = fig.fractions_to_series(at, column)
         if not values:
             continue
-        figure = fig.plate_heatmap(
-            values, geometry, title=title + suffix, colorbar_label=label, cmap=cmap,
-            vmin=0.0, vmax=vmax, value_format=value_format, markers=markers,
-        )  # fmt: skip
-        png = writer.save(figure, f"plate_{column}{name_suffix}")
+        options = {"title": title + suffix, "colorbar_label": label, "cmap": cmap, "vmin": 0.0,
+                   "vmax": vmax, "value_format": value_format, "markers": markers}  # fmt: skip
+        png = writer.figure(
+            f"plate_{column}{name_suffix}",
+            lambda values=values, options=options: fig.plate_heatmap(values, geometry, **options),
+            {"values": values, "plate": geometry_key(geometry), **options},
+        )
         figures.append(image(png, title + suffix, css_class="plate"))
     return figures
 
@@ -259,8 +237,11 @@ def _class_maps(at, geometry, writer, suffix, name_suffix) -> list:
     if not panels:
         return []
     title = "Cell classes per well" + suffix
-    figure = fig.plate_heatmap_panels(panels, geometry, title=title)
-    png = writer.save(figure, f"plate_class_fractions{name_suffix}")
+    png = writer.figure(
+        f"plate_class_fractions{name_suffix}",
+        lambda: fig.plate_heatmap_panels(panels, geometry, title=title),
+        {"panels": panels, "plate": geometry_key(geometry), "title": title},
+    )
     return [image(png, title, css_class="plate-grid")]
 
 

@@ -24,7 +24,7 @@ from screenlib.report._sections import (
     well_qc_status,
 )
 from screenlib.report._view import finite, image, table_view, text
-from screenlib.report.gallery import GALLERY_CLASSES, cell_gallery, gallery_mosaic
+from screenlib.report.gallery import GALLERY_CLASSES, GALLERY_ROWS, cell_gallery, gallery_mosaic
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,17 @@ def gating_section(cells, wells, gates, settings, writer: FigureWriter) -> dict[
     bleed = finite(value_of(gate, "bleedthrough_annexin_to_pi")) or 0.0
     compensated = bleed and pi_feature == "pi_nucleus_mean"
     pi_label = feature_label("pi_compensated" if compensated else pi_feature, two_lines=True)
-    figure = fig.quadrant_figure(
-        populations, annexin_gate=finite(value_of(gate, "annexin_gate")),
-        pi_gate=finite(value_of(gate, "pi_gate")),
-        annexin_label=feature_label(annexin_feature, two_lines=True), pi_label=pi_label,
-    )  # fmt: skip
-    png = writer.save(figure, "gating_annexin_pi")
+    options = {
+        "annexin_gate": finite(value_of(gate, "annexin_gate")),
+        "pi_gate": finite(value_of(gate, "pi_gate")),
+        "annexin_label": feature_label(annexin_feature, two_lines=True),
+        "pi_label": pi_label,
+    }
+    png = writer.figure(
+        "gating_annexin_pi",
+        lambda: fig.quadrant_figure(populations, **options),
+        {"populations": populations, **options},
+    )
     shown = [(p["title"], int((np.isfinite(p["annexin"]) & np.isfinite(p["pi"])).sum()))
              for p in populations]  # fmt: skip
     caption = "; ".join(f"{title}: n = {n:,} cells" for title, n in shown)
@@ -244,8 +249,22 @@ def _mixture_summary(gates) -> list[str]:
 # --- gallery ----------------------------------------------------------------------------------
 
 
+GALLERY_ROW_LABELS = {
+    **{name: (fig.CLASS_LABELS[name], fig.CLASS_COLORS[name]) for name in GALLERY_CLASSES},
+    "mitotic": ("mitotic", "#3182bd"),
+    "debris": ("debris", "#969696"),
+}
+GALLERY_ROW_NOTES = {
+    "mitotic": "Condensed chromatin with a replicated genome, Annexin V negative: alive and "
+    "counted as a cell (in n_mitotic), but kept out of gate learning.",
+    "debris": "Objects too small and with too little DNA for a nucleus (object_class debris): "
+    "not counted as cells and in no fraction.",
+}
+
+
 def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, Any]:
-    """Example crops of counted cells (never from a field that failed QC)."""
+    """Example crops of counted cells per class, and of mitotic and debris objects when the
+    table has an ``object_class`` column (never from a field that failed QC)."""
     if plate is None:
         return {"note": "No plate was given, so no cell crops are shown.", "classes": []}
     if cells is None or cells.empty or "cell_class" not in cells.columns:
@@ -257,20 +276,30 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         log.warning("cell gallery skipped: %s", error)
         return {"note": f"Cell crops could not be read from the plate: {error}", "classes": []}
     classes = []
-    for cell_class in GALLERY_CLASSES:
+    rows = GALLERY_ROWS if "object_class" in cells.columns else GALLERY_CLASSES
+    for cell_class in rows:
         of_class = [c for c in crops if c.cell_class == cell_class]
-        label = fig.CLASS_LABELS[cell_class]
-        mosaic = gallery_mosaic(of_class)
-        if mosaic is not None:
+        label, color = GALLERY_ROW_LABELS[cell_class]
+        if of_class:
             from matplotlib.image import imsave
 
-            writer.folder.mkdir(parents=True, exist_ok=True)
-            imsave(writer.folder / f"gallery_{cell_class}.png", mosaic)
+            writer.image(
+                f"gallery_{cell_class}",
+                lambda path, of_class=of_class: imsave(path, gallery_mosaic(of_class)),
+                [crop.png for crop in of_class],
+            )
         items = []
         for crop in of_class:
             caption = (f"{crop.well} f{crop.field} t{crop.timepoint} #{crop.label} · "
                        f"AnnV {crop.annexin:.3g} · PI {crop.pi:.3g}")  # fmt: skip
-            items.append(image(crop.png, f"{label} cell {caption}", caption=caption,
+            noun = "object" if cell_class == "debris" else "cell"
+            items.append(image(crop.png, f"{label} {noun} {caption}", caption=caption,
                                width=crop.size_px))  # fmt: skip
-        classes.append({"label": label, "color": fig.CLASS_COLORS[cell_class], "crops": items})
+        none = (
+            "No debris on this plate."
+            if cell_class == "debris"
+            else (f"No {label} cells on this plate.")
+        )
+        classes.append({"label": label, "color": color, "crops": items, "none": none,
+                        "about": GALLERY_ROW_NOTES.get(cell_class, "")})  # fmt: skip
     return {"note": "", "classes": classes}

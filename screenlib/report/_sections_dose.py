@@ -100,6 +100,10 @@ def _panel(points: pd.DataFrame, readout: str, fits, key) -> dict[str, Any]:
     fit_row = _matching_fit(fits, key, readout) if fits is not None and len(fits) else None
     if fit_row is not None:
         curve, band, ic50, interval = _curve_functions(fit_row, fits)
+        # what the curve and band callables are drawn from (the figure's cache key)
+        panel["fit_parameters"] = [
+            finite(_fit_value(fit_row, fits, key)) for key in ("log_ic50", "hill", "e0", "e_inf")
+        ]
         name = "EC50" if text(fit_row.get("direction")) == "increasing" else "IC50"
         panel.update(curve=curve, band=band, ic50_molar=ic50, ic50_interval_molar=interval,
                      band_label=f"{name} 95 % interval", ic50_name=name)  # fmt: skip
@@ -108,6 +112,11 @@ def _panel(points: pd.DataFrame, readout: str, fits, key) -> dict[str, Any]:
         flags = text(_fit_value(fit_row, fits, "flags"))
         panel["flags"] = f"flags: {flags.replace(';', ', ')}" if flags else None
     return panel
+
+
+def _panel_data(panel: dict[str, Any]) -> dict[str, Any]:
+    """A panel without its curve callables: they are drawn from ``fit_parameters``."""
+    return {key: value for key, value in panel.items() if key not in ("curve", "band")}
 
 
 def _treated_groups(wells: pd.DataFrame):
@@ -149,7 +158,12 @@ def dose_response_section(
         if "timepoint" in key and several:
             title += f" · timepoint {key['timepoint']}"
             name_parts.append(f"t{key['timepoint']}")
-        png = writer.save(fig.dose_response_figure(title, panels), "curve_" + "_".join(name_parts))
+        png = writer.figure(
+            "curve_" + "_".join(name_parts),
+            lambda title=title, panels=panels: fig.dose_response_figure(title, panels),
+            {"title": title, "panels": [_panel_data(panel) for panel in panels]},
+            svg=True,  # the figure a user takes to a slide
+        )
         figures.append(image(png, title, css_class="curve"))
     if not figures:
         return empty | {"note": "No dose-response groups to draw (no treated series)."}

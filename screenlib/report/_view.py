@@ -42,14 +42,24 @@ class TableView:
 
 @dataclass(frozen=True)
 class Image:
-    """An embedded PNG figure with its alternative text, caption and CSS class."""
+    """An embedded PNG figure with its alternative text, caption and CSS class.
 
-    src: str
+    ``png`` is the PNG bytes, or an object whose ``png`` attribute holds them once the figure
+    is drawn (a figure drawn in another process while the rest of the report is prepared).
+    """
+
+    png: Any
     alt: str
     caption: str = ""
     css_class: str = ""
     width: int | None = None  # CSS pixels; set for crops shown at their own size
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def src(self) -> str:
+        """The ``data:`` URI the template embeds."""
+        png = self.png if isinstance(self.png, bytes) else self.png.png
+        return png_data_uri(png)
 
 
 def png_data_uri(png: bytes) -> str:
@@ -57,9 +67,9 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image(png: bytes, alt: str, caption: str = "", css_class: str = "", **extra: Any) -> Image:
-    """An :class:`Image` from PNG bytes."""
-    return Image(png_data_uri(png), alt, caption, css_class, extra.pop("width", None), extra)
+def image(png: Any, alt: str, caption: str = "", css_class: str = "", **extra: Any) -> Image:
+    """An :class:`Image` from PNG bytes (or a figure still being drawn, see :class:`Image`)."""
+    return Image(png, alt, caption, css_class, extra.pop("width", None), extra)
 
 
 def text(value: Any) -> str:

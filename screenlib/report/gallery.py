@@ -18,6 +18,10 @@ from skimage.segmentation import find_boundaries
 from screenlib.settings import AssaySettings
 
 GALLERY_CLASSES = ("viable", "early_apoptotic", "late_apoptotic", "necrotic")
+#: object classes (``object_class`` of the cells table, see screenlib.gating.objects) shown in
+#: rows of their own: mitotic figures are counted cells, debris is not counted
+OBJECT_GALLERY_CLASSES = ("mitotic", "debris")
+GALLERY_ROWS = (*GALLERY_CLASSES, *OBJECT_GALLERY_CLASSES)
 # display colour of each stain in the composite (RGB weights)
 STAIN_COLORS = {
     "hoechst": (0.15, 0.35, 1.0),
@@ -32,11 +36,24 @@ CROP_DISPLAY_PX = 160
 DISPLAY_GAMMA = 0.75
 
 
+def gallery_class(cells: pd.DataFrame) -> pd.Series:
+    """The gallery row of each object: ``mitotic`` or ``debris`` by its ``object_class``,
+    else its quadrant ``cell_class``; empty for objects shown in no row (e.g. fragments)."""
+    row = pd.Series("", index=cells.index, dtype=object)
+    if "cell_class" in cells.columns:
+        quadrant = cells["cell_class"].astype(str)
+        row = row.mask(quadrant.isin(GALLERY_CLASSES), quadrant)
+    if "object_class" in cells.columns:
+        objects = cells["object_class"].astype(str)
+        row = row.mask(objects.isin(OBJECT_GALLERY_CLASSES), objects)
+    return row
+
+
 @dataclass(frozen=True)
 class CellCrop:
     """One example cell: its composite crop (PNG bytes) and where it came from."""
 
-    cell_class: str
+    cell_class: str  # the gallery row: a quadrant class, "mitotic" or "debris"
     well: str
     field: int
     timepoint: int
@@ -119,33 +136,38 @@ def choose_example_cells(
     margin_px: int = 0,
     field_shape: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
-    """Example cells per class, drawn from the fields richest in that class.
+    """Example objects per gallery row (:data:`GALLERY_ROWS`), from the fields richest in it.
 
-    Cells touching the image border are skipped, and so are cells nearer than ``margin_px``
-    to the border of a ``field_shape`` image (their crop would be padding), unless a class
-    has no other cells. Cells with an ``exclusion_reason`` (debris, fields that failed QC)
-    are never shown. Drawing from few fields keeps the number of fields read small; a fixed
-    seed makes the gallery the same on every run.
+    Returns the chosen rows of ``cells`` with a ``gallery_class`` column. Objects touching the
+    image border are skipped, and so are objects nearer than ``margin_px`` to the border of a
+    ``field_shape`` image (their crop would be padding), unless a row has no other objects.
+    Objects with an ``exclusion_reason`` are never shown, except debris in its own row (its
+    reason is being debris); leave out the fields that failed QC before calling. Drawing from
+    few fields keeps the number of fields read small; a fixed seed makes the gallery the same
+    on every run.
     """
     if "cell_class" not in cells.columns or cells.empty:
-        return cells.iloc[0:0]
-    candidates = cells
-    if "exclusion_reason" in cells.columns:
-        candidates = candidates[candidates["exclusion_reason"].fillna("").astype(str) == ""]
-    if "touches_border" in cells.columns:
+        return cells.iloc[0:0].assign(gallery_class="")
+    candidates = cells.assign(gallery_class=gallery_class(cells))
+    candidates = candidates[candidates["gallery_class"] != ""]
+    if "exclusion_reason" in candidates.columns:
+        excluded = candidates["exclusion_reason"].fillna("").astype(str) != ""
+        candidates = candidates[~excluded | (candidates["gallery_class"] == "debris")]
+    if "touches_border" in candidates.columns:
         candidates = candidates[~candidates["touches_border"].astype(bool)]
     if field_shape is not None and margin_px > 0:
         y, x = candidates["centroid_y"], candidates["centroid_x"]
         inside = (y >= margin_px) & (x >= margin_px)
         inside &= (y <= field_shape[0] - margin_px) & (x <= field_shape[1] - margin_px)
         # a class found only near the border is still shown (off-centre) rather than hidden
-        rescued = ~inside & ~candidates["cell_class"].isin(set(candidates["cell_class"][inside]))
+        shown = set(candidates["gallery_class"][inside])
+        rescued = ~inside & ~candidates["gallery_class"].isin(shown)
         candidates = candidates[inside | rescued]
     rng = np.random.default_rng(seed)
     chosen = []
     key = ["well", "field", "timepoint"]
-    for cell_class in GALLERY_CLASSES:
-        of_class = candidates[candidates["cell_class"] == cell_class]
+    for row_class in GALLERY_ROWS:
+        of_class = candidates[candidates["gallery_class"] == row_class]
         if of_class.empty:
             continue
         counts = of_class.groupby(key).size().sort_values(ascending=False, kind="stable")
@@ -161,7 +183,7 @@ def choose_example_cells(
             take = min(per_field, len(in_field))
             picked.append(in_field.iloc[np.sort(rng.choice(len(in_field), take, replace=False))])
         chosen.append(pd.concat(picked).head(per_class))
-    return pd.concat(chosen) if chosen else cells.iloc[0:0]
+    return pd.concat(chosen) if chosen else candidates.iloc[0:0]
 
 
 def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um: float) -> int:
@@ -204,7 +226,10 @@ def cell_gallery(
         in_plate &= cells["plate"] == plate.name
     pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
     pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
-    half = crop_half_width(cells[in_plate], settings, pixel_size)
+    sized = cells[in_plate]
+    if "object_class" in sized.columns:  # the crop fits a cell, not a speck of debris
+        sized = sized[sized["object_class"].astype(str) != "debris"]
+    half = crop_half_width(sized, settings, pixel_size)
     examples = choose_example_cells(
         cells[in_plate], per_class=per_class, margin_px=half,
         field_shape=tuple(plate.shape[-2:]),
@@ -235,13 +260,14 @@ def cell_gallery(
     crops = []
     for row in examples.itertuples(index=False):
         image, labels = fields[(row.well, int(row.field), int(row.timepoint))]
-        rgb = composite_rgb(image, stain_indices, display_ranges)
-        crop_rgb = _crop(rgb, row.centroid_y, row.centroid_x, half)
+        # crop first, then colour: the composite of the crop is the crop of the composite
+        crop_channels = _crop(np.moveaxis(image, 0, -1), row.centroid_y, row.centroid_x, half)
+        crop_rgb = composite_rgb(np.moveaxis(crop_channels, -1, 0), stain_indices, display_ranges)
         crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
         picture = _outlined(crop_rgb, crop_labels, int(row.label), zoom)
         crops.append(
             CellCrop(
-                cell_class=row.cell_class,
+                cell_class=row.gallery_class,
                 well=str(row.well),
                 field=int(row.field),
                 timepoint=int(row.timepoint),
