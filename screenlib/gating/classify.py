@@ -272,4 +272,4 @@ def is_counted(cells: pd.DataFrame) -> np.ndarray:
     if "exclusion_reason" not in cells.columns:
         return np.ones(len(cells), dtype=bool)
     reason = cells["exclusion_reason"].fillna("").astype(str).str.strip()
-    return (reason == "").to_numpy()
+    return np.array(reason == "", dtype=bool)  # a writable copy: callers combine masks in place
