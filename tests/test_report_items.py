@@ -102,7 +102,14 @@ def _has_build_backend() -> bool:
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_templates(tmp_path):
     # what `pip install .` (not editable) installs: the templates must be in the wheel
-    command = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q",
+    # built from a copy of what the wheel is made of: nothing is written into the checkout,
+    # and the build does not walk virtualenvs or example plates
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "screenlib", source / "screenlib",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q",
                "-w", str(tmp_path)]  # fmt: skip
     if _has_build_backend():  # build offline with what is installed
         command.append("--no-build-isolation")
