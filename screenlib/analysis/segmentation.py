@@ -237,8 +237,8 @@ def _merge_wide_necks(
     nucleus when it exceeds a fraction of the smaller piece's peak distance (inscribed
     radius): ``NECK_RATIO`` when together they are one typical nucleus (``single_area``),
     plus ``NECK_RATIO_PER_LOG_SIZE`` per e-fold of their joint size. A shallow waist splits
-    a pair too big to be one nucleus; a lobe or textured half of one nucleus stays. Returns the pieces renumbered
-    1..M and M.
+    a pair too big to be one nucleus; a lobe or textured half of one nucleus stays. Returns
+    the pieces renumbered 1..M and M.
     """
     if n_pieces < 2:
         return pieces, n_pieces
