@@ -15,8 +15,8 @@ meaning:
 3. components over 0.6 typical nuclei are split by a watershed of the distance transform of
    their bright core, seeds at least 0.3 d apart; pieces merge back unless the neck between
    them is narrower than 65 % of the smaller one's inscribed radius when together they are
-   one typical nucleus, more the larger they are together (always split from 1.8 typical
-   nuclei): pairs split, lobes and textured halves of one nucleus do not;
+   one typical nucleus, more the larger they are together (any waist splits pieces of 1.8
+   typical nuclei): pairs split, lobes, textured halves and smooth elongated nuclei do not;
 4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
    inflated by their halo while dim ones keep their extent; holes are filled; objects under
    30 % of the typical nucleus' level (faint cytoplasm) are dropped;
@@ -53,11 +53,13 @@ SPLIT_CORE_FRACTION_OF_PEAK = 0.3
 #: two touching pieces stay one nucleus unless the neck between them (the distance map's
 #: saddle) is narrower than this fraction of the smaller piece's inscribed radius when
 #: together they are one typical nucleus, a fraction that grows by ``NECK_RATIO_PER_LOG_SIZE``
-#: per e-fold of their joint size (pairs 1.8 typical nuclei or larger always split; a small
-#: lobe of an ordinary nucleus needs a deep waist): fitted on split decisions of real
-#: (mnfinder, BBBC038) and simulated fields together, checked end to end on both
+#: per e-fold of their joint size, up to ``MAX_NECK_RATIO`` (pairs of 1.8 typical nuclei
+#: split at any waist, a piece without one never; a small lobe of an ordinary nucleus needs
+#: a deep waist): fitted on split decisions in real (mnfinder, BBBC038) and simulated fields
+#: together, checked end to end on both
 NECK_RATIO = 0.65
 NECK_RATIO_PER_LOG_SIZE = 0.6
+MAX_NECK_RATIO = 0.95
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
 LOCAL_FRACTION_OF_PEAK = 0.4
@@ -236,7 +238,8 @@ def _merge_wide_necks(
     The saddle of two pieces is the highest distance value on their boundary; they are one
     nucleus when it exceeds a fraction of the smaller piece's peak distance (inscribed
     radius): ``NECK_RATIO`` when together they are one typical nucleus (``single_area``),
-    plus ``NECK_RATIO_PER_LOG_SIZE`` per e-fold of their joint size. A shallow waist splits
+    plus ``NECK_RATIO_PER_LOG_SIZE`` per e-fold of their joint size, at most
+    ``MAX_NECK_RATIO`` (a smooth elongated nucleus has no waist at all). A shallow waist splits
     a pair too big to be one nucleus; a lobe or textured half of one nucleus stays. Returns
     the pieces renumbered 1..M and M.
     """
@@ -263,7 +266,7 @@ def _merge_wide_necks(
     pair_low, pair_high = keys // (n_pieces + 1), keys % (n_pieces + 1)
     areas = np.bincount(pieces.ravel(), minlength=n_pieces + 1)
     together = (areas[pair_low] + areas[pair_high]) / single_area
-    ratio = NECK_RATIO + NECK_RATIO_PER_LOG_SIZE * np.log(together)
+    ratio = np.minimum(NECK_RATIO + NECK_RATIO_PER_LOG_SIZE * np.log(together), MAX_NECK_RATIO)
     wide = saddles > ratio * np.minimum(peaks[pair_low], peaks[pair_high])
     if not wide.any():
         return pieces, n_pieces
