@@ -16,7 +16,8 @@ meaning:
    their bright core, seeds at least 0.3 d apart; pieces merge back unless the neck between
    them is narrower than 65 % of the smaller one's inscribed radius when together they are
    one typical nucleus, more the larger they are together (any waist splits pieces of 1.8
-   typical nuclei): pairs split, lobes, textured halves and smooth elongated nuclei do not;
+   typical nuclei), or the fainter is under 75 % of the brighter: pairs split, lobes, textured
+   halves and smooth elongated nuclei do not;
 4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
    inflated by their halo while dim ones keep their extent; holes are filled; objects under
    30 % of the typical nucleus' level (faint cytoplasm) are dropped;
@@ -60,6 +61,10 @@ SPLIT_CORE_FRACTION_OF_PEAK = 0.3
 NECK_RATIO = 0.65
 NECK_RATIO_PER_LOG_SIZE = 0.6
 MAX_NECK_RATIO = 0.95
+#: ... and two pieces whose mean levels differ, the fainter under this fraction of the
+#: brighter, are two nuclei whatever their neck: texture varies less within one nucleus than
+#: DNA content and condensation between nuclei
+SAME_NUCLEUS_LEVEL_RATIO = 0.75
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters (and above the noise floor)
 LOCAL_FRACTION_OF_PEAK = 0.4
@@ -208,7 +213,7 @@ def _split_clumps(
         clump_right - clump_left,
     )
     pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
-    pieces, n_markers = _merge_wide_necks(pieces, distance, n_markers, single_area)
+    pieces, n_markers = _merge_wide_necks(pieces, distance, mosaic_signal, n_markers, single_area)
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
     n_orphans = 0
@@ -231,7 +236,11 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _merge_wide_necks(
-    pieces: np.ndarray, distance: np.ndarray, n_pieces: int, single_area: float
+    pieces: np.ndarray,
+    distance: np.ndarray,
+    signal: np.ndarray,
+    n_pieces: int,
+    single_area: float,
 ) -> tuple[np.ndarray, int]:
     """Merge touching watershed pieces whose shared boundary is not a real neck.
 
@@ -239,9 +248,10 @@ def _merge_wide_necks(
     nucleus when it exceeds a fraction of the smaller piece's peak distance (inscribed
     radius): ``NECK_RATIO`` when together they are one typical nucleus (``single_area``),
     plus ``NECK_RATIO_PER_LOG_SIZE`` per e-fold of their joint size, at most
-    ``MAX_NECK_RATIO`` (a smooth elongated nucleus has no waist at all). A shallow waist splits
-    a pair too big to be one nucleus; a lobe or textured half of one nucleus stays. Returns
-    the pieces renumbered 1..M and M.
+    ``MAX_NECK_RATIO`` (a smooth elongated nucleus has no waist at all), and when their mean
+    levels in ``signal`` are alike (``SAME_NUCLEUS_LEVEL_RATIO``). A shallow waist splits a
+    pair too big to be one nucleus, and so does a step in brightness; a lobe or textured half
+    of one nucleus stays. Returns the pieces renumbered 1..M and M.
     """
     if n_pieces < 2:
         return pieces, n_pieces
@@ -268,6 +278,12 @@ def _merge_wide_necks(
     together = (areas[pair_low] + areas[pair_high]) / single_area
     ratio = np.minimum(NECK_RATIO + NECK_RATIO_PER_LOG_SIZE * np.log(together), MAX_NECK_RATIO)
     wide = saddles > ratio * np.minimum(peaks[pair_low], peaks[pair_high])
+    inside = pieces > 0
+    level = np.bincount(pieces[inside], signal[inside], minlength=n_pieces + 1) / np.maximum(
+        areas, 1
+    )
+    fainter = np.minimum(level[pair_low], level[pair_high])
+    wide &= fainter >= SAME_NUCLEUS_LEVEL_RATIO * np.maximum(level[pair_low], level[pair_high])
     if not wide.any():
         return pieces, n_pieces
     from scipy.sparse import coo_matrix
