@@ -157,6 +157,29 @@ def test_segment_nuclei_respects_size_limits_in_um2():
     assert 130 < area_um2 < 200
 
 
+def _blurred_ellipses(centres_x: tuple[float, ...], half_width: float, half_height: float):
+    yy, xx = np.mgrid[:96, :96]
+    image = np.zeros((96, 96), np.float32)
+    for cx in centres_x:
+        image[((xx - cx) / half_width) ** 2 + ((yy - 48) / half_height) ** 2 <= 1] = 100
+    return ndi.gaussian_filter(image, 1.5) + 10
+
+
+@pytest.mark.parametrize("gap", [14, 15, 16])
+def test_side_by_side_pair_with_a_shallow_waist_is_split(gap):
+    # two nuclei touching along their long sides, together 2.1 typical nuclei: the waist is
+    # shallow, so a fixed neck ratio (0.9) kept them as one (the pairs merged in BBBC038)
+    image = _blurred_ellipses((48 - gap / 2, 48 + gap / 2), 8.5, 13)
+    assert segment_nuclei(image, nucleus_diameter_px=19).max() == 2
+
+
+@pytest.mark.parametrize("half_axes", [(16, 13), (20, 11), (24, 10)])
+def test_smooth_large_or_elongated_nucleus_is_not_split(half_axes):
+    # 2.3-2.6 typical nuclei in one smooth ellipse: no waist, one nucleus
+    image = _blurred_ellipses((48,), *half_axes)
+    assert segment_nuclei(image, nucleus_diameter_px=19).max() == 1
+
+
 # --- regions and measurements -----------------------------------------------------------------
 
 

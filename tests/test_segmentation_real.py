@@ -60,11 +60,12 @@ def test_real_images_from_two_sources_are_bundled():
 def test_real_images_are_segmented_at_unknown_scale(real_scores):
     # the previous kernel (0.65 µm and a 10 µm nucleus assumed) scored mean F1 0.47 and
     # mAP 0.23 here, with 3-10x too many objects on four images; a plain scikit-image
-    # pipeline 0.68 / 0.40 (benchmarks/accuracy_real.py)
+    # pipeline 0.68 / 0.40 (benchmarks/accuracy_real.py). With a fixed neck ratio for splits
+    # (touching pairs merged, 20 of 125 nuclei on the BBBC038 image) it was 0.882, worst 0.743
     f1 = {name: score[0].f1 for name, score in real_scores.items()}
     mean_ap = np.mean([score[1] for score in real_scores.values()])
-    assert np.mean(list(f1.values())) >= 0.85, f1
-    assert min(f1.values()) >= 0.70, f1
+    assert np.mean(list(f1.values())) >= 0.90, f1
+    assert min(f1.values()) >= 0.78, f1
     assert mean_ap >= 0.55, mean_ap
 
 
