@@ -221,3 +221,28 @@ def test_positive_component_ignores_heavy_tailed_negatives(seed):
     assert positive.weight == pytest.approx(0.25, abs=0.03)
     boundary, _ = positive_share_boundary(values, negative, positive, min_k=2.0)
     assert (boundary - 1.4) / 0.45 > 2.15
+
+
+def test_clean_mixture_keeps_the_plain_fit():
+    """Without objects between the populations the outlier component changes nothing: the
+    gate's positive population is the plain two-component fit (a flat component would also
+    take some of the positive population's real low tail and move the gate up)."""
+    from screenlib.gating._robust import (
+        GlogScale,
+        NegativePopulation,
+        PositivePopulation,
+        fit_mixture,
+        fit_positive_population,
+    )
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(1.4, 0.45, 7000), rng.normal(3.6, 0.7, 2500)])
+    negative = NegativePopulation(GlogScale(None), center=1.4, spread=0.45, n_cells=7000)
+    start = values[values > 1.4 + 4 * 0.45]
+    from screenlib.robust import robust_sd
+
+    first = PositivePopulation(
+        start.size / values.size, float(np.median(start)), max(robust_sd(start), 0.45)
+    )
+    plain = fit_mixture(values, negative, first, max_iterations=200).positive
+    assert fit_positive_population(values, negative) == plain
