@@ -201,8 +201,8 @@ def test_wells_table_carries_the_mixture_fractions():
 def test_positive_component_ignores_heavy_tailed_negatives(seed):
     """5 % of the negatives spread three times wider (light from bright neighbours, debris on
     a cell): a mean/SD M-step stretched the positive component over them (centre 2.9, SD
-    1.3, share 0.38, gate at its 2-SD floor); the weighted median and quartile SD keep it on
-    the positive population (3.6, 0.7, 0.25) and the gate above the floor."""
+    1.3, share 0.38, gate at its 2-SD floor); the fit beside a flat outlier component keeps
+    it on the positive population (3.6, 0.7, 0.25) and the gate above the floor."""
     from screenlib.gating._robust import (
         GlogScale,
         NegativePopulation,
