@@ -189,7 +189,7 @@ def test_well_with_more_stain_does_not_read_more_apoptotic():
         kept = classified[classified["cell_class"].astype(str) != "debris"]
         called = kept["cell_class"].astype(str).isin(APOPTOTIC).groupby(kept["well"]).mean()
         result[drift] = float(called["C03"] - truth["C03"])
-    assert result[False] > 0.015  # 6 of 305 cells more than the truth (seed 8)
+    assert result[False] > 0.02
     assert abs(result[True]) < 0.6 * result[False]
 
 
