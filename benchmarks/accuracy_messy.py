@@ -52,7 +52,9 @@ def rendered(name: str, geometry: int, seed: int, fields: int, cache: Path) -> P
 def score(out: Path, truth_dir: Path) -> pd.DataFrame:
     wells = pd.read_csv(out / "wells.csv")
     truth = pd.read_csv(truth_dir / "wells.csv")
-    fits = pd.read_csv(out / "fits.csv")
+    # fits.csv is the short table; the molar IC50 lives in fits_full.parquet
+    full = out / "fits_full.parquet"
+    fits = pd.read_parquet(full) if full.exists() else pd.read_csv(out / "fits.csv")
     parts = []
     for readout in READOUTS:
         if readout not in wells.columns:

@@ -275,6 +275,21 @@ def test_too_few_cells_and_missing_vehicle_flags(classified, platemap):
     assert np.isfinite(c05["relative_cell_count"])
 
 
+def test_seeding_failure_vehicle_well_is_flagged_in_qc_flags(classified, platemap):
+    """A vehicle well left out of the count reference says so in its own qc_flags."""
+    vehicle = platemap.loc[platemap["role"] == "negative_control", "well"].tolist()
+    failed = vehicle[0]
+    in_failed = (classified["well"] == failed).to_numpy()
+    dropped = in_failed & (np.cumsum(in_failed) % 10 != 0)  # 10 % of its cells seeded
+    sparse = classified[~dropped]
+    with pytest.warns(UserWarning, match="seeding failure"):
+        wells = aggregate_wells(sparse, platemap, None, GatingSettings(min_cells_per_well=5))
+    flagged = wells.loc[wells["qc_flags"].str.contains("vehicle_reference_excluded"), "well"]
+    assert set(flagged) == {failed}
+    assert wells.loc[wells["well"] == failed, "vehicle_reference_excluded"].all()
+    assert not wells.loc[wells["well"] != failed, "vehicle_reference_excluded"].any()
+
+
 def test_unclassified_cells_are_an_input_error(platemap):
     with pytest.raises(InputError, match="classify_cells"):
         aggregate_wells(pd.DataFrame({"well": ["A01"]}), platemap, None, GatingSettings())

@@ -195,3 +195,54 @@ def test_wells_table_carries_the_mixture_fractions():
     unknown = aggregate_wells(cells, None)
     assert unknown["apoptotic_fraction_mixture"].isna().all()
     assert "vehicle" in unknown.attrs["annexin_mixture"][0]["unavailable"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_positive_component_ignores_heavy_tailed_negatives(seed):
+    """5 % of the negatives spread three times wider (light from bright neighbours, debris on
+    a cell): a mean/SD M-step stretched the positive component over them (centre 2.9, SD
+    1.3, share 0.38, gate at its 2-SD floor); the fit beside a flat outlier component keeps
+    it on the positive population (3.6, 0.7, 0.25) and the gate above the floor."""
+    from screenlib.gating._robust import (
+        GlogScale,
+        NegativePopulation,
+        fit_positive_population,
+        positive_share_boundary,
+    )
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate(
+        [rng.normal(1.4, 0.45, 7000), rng.normal(3.6, 0.7, 2500), rng.normal(1.4, 1.5, 500)]
+    )
+    negative = NegativePopulation(GlogScale(None), center=1.4, spread=0.45, n_cells=7000)
+    positive = fit_positive_population(values, negative)
+    assert positive.center == pytest.approx(3.6, abs=0.1)
+    assert positive.spread == pytest.approx(0.7, abs=0.1)
+    assert positive.weight == pytest.approx(0.25, abs=0.03)
+    boundary, _ = positive_share_boundary(values, negative, positive, min_k=2.0)
+    assert (boundary - 1.4) / 0.45 > 2.15
+
+
+def test_clean_mixture_keeps_the_plain_fit():
+    """Without objects between the populations the outlier component changes nothing: the
+    gate's positive population is the plain two-component fit (a flat component would also
+    take some of the positive population's real low tail and move the gate up)."""
+    from screenlib.gating._robust import (
+        GlogScale,
+        NegativePopulation,
+        PositivePopulation,
+        fit_mixture,
+        fit_positive_population,
+    )
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(1.4, 0.45, 7000), rng.normal(3.6, 0.7, 2500)])
+    negative = NegativePopulation(GlogScale(None), center=1.4, spread=0.45, n_cells=7000)
+    start = values[values > 1.4 + 4 * 0.45]
+    from screenlib.robust import robust_sd
+
+    first = PositivePopulation(
+        start.size / values.size, float(np.median(start)), max(robust_sd(start), 0.45)
+    )
+    plain = fit_mixture(values, negative, first, max_iterations=200).positive
+    assert fit_positive_population(values, negative) == plain

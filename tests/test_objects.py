@@ -100,7 +100,7 @@ def _with_debris(cells: pd.DataFrame, rng: np.random.Generator, per_cell: float)
         sample = group.sample(n, replace=True, random_state=int(rng.integers(1 << 30)))
         body = sample.assign(
             area_um2=rng.uniform(3.0, 0.25 * 90.0, n),
-            annexin_v_ring_p90=sample["annexin_v_ring_p90"].to_numpy() * 0 + 400.0,
+            annexin_v_ring_p90=400.0 * rng.lognormal(0.0, 0.3, n),
             true_class="debris",
         )
         for column in ("hoechst_nucleus_integrated", "hoechst_nucleus_mean"):

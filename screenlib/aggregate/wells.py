@@ -119,7 +119,9 @@ def aggregate_wells(
         One row per well and timepoint; see ``docs/architecture.md``. ``qc_flags`` holds
         ``;``-separated flags: ``empty_well``, ``no_cells``, ``too_few_cells``,
         ``fields_excluded``, ``no_fields_used``, ``not_in_platemap``, ``no_vehicle_reference``,
-        ``vehicle_of_other_samples`` (relative count against all vehicle wells) and
+        ``vehicle_of_other_samples`` (relative count against all vehicle wells),
+        ``vehicle_reference_excluded`` (a vehicle well with under half the median vehicle
+        well's cells per field, left out of the relative-count references) and
         ``expected_cell_loss`` (few cells where the biology predicts them: a positive control,
         or a dose on a dose-dependent loss of cells; informational, not a failure).
 
@@ -520,6 +522,8 @@ def _flags(row: dict[str, Any], min_cells: int, not_in_platemap: bool) -> str:
         flags.append("too_few_cells")
     if row["n_fields_excluded"] > 0:
         flags.append("fields_excluded")
+    if row.get("vehicle_reference_excluded", False):
+        flags.append("vehicle_reference_excluded")  # a seeding failure: not a count reference
     if row["_no_vehicle"] and str(row.get("role")) != "empty":
         flags.append("no_vehicle_reference")
     elif row["_vehicle_fallback"]:

@@ -12,6 +12,11 @@ a two-component mixture whose negative component is the vehicle estimate; the po
 population makes up half of the observed density of the plate's cells, never below 2 robust
 SDs. The fitted component keeps the gate from wandering along a flat, shallow density valley
 when the populations overlap; the observed density counts the negatives' real upper tail.
+Objects of neither population (a viable cell lit by a bright neighbour, debris stuck to a
+cell) would stretch a Gaussian positive component over the valley and drag the gate to its
+floor; the positive component is therefore also fitted beside a flat outlier component, and
+that fit replaces the plain one when the plain one is over 25 % wider
+(:func:`~screenlib.gating._robust.fit_positive_population`).
 Without a positive population separate from the vehicle cells the robust gate is used.
 Positive-control wells check the result. Manual gates override.
 
