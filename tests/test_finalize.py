@@ -50,3 +50,36 @@ def test_cli_report_and_wells_count_the_same_cells(exclude_failed_fields):
         assert not results.cells["exclusion_reason"].astype(str).str.startswith("field QC").any()
     # gates come from fields that passed QC either way
     assert np.isfinite(results.gates[0].annexin_gate)
+
+
+def test_every_well_flag_has_a_colour_in_the_report():
+    """A flag the report does not know would draw its well as 'pass' (green)."""
+    import itertools
+
+    from screenlib.aggregate.wells import _flags
+    from screenlib.report._sections import (
+        CAVEAT_FLAGS,
+        EXPECTED_FLAGS,
+        FAILED_FLAGS,
+        NO_DATA_FLAGS,
+        well_qc_status,
+    )
+
+    known = NO_DATA_FLAGS | FAILED_FLAGS | CAVEAT_FLAGS | EXPECTED_FLAGS
+    seen = set()
+    for role, n_cells, excluded, reference_out, no_vehicle, fallback, expected, outside in (
+        itertools.product(["sample", "empty", "negative_control"], [0, 5, 500], [0, 1],
+                          [False, True], [False, True], [False, True], [False, True],
+                          [False, True])
+    ):  # fmt: skip
+        row = {"role": role, "n_cells": n_cells, "n_fields_used": 2, "_expected_loss": expected,
+               "n_fields_excluded": excluded, "vehicle_reference_excluded": reference_out,
+               "_no_vehicle": no_vehicle, "_vehicle_fallback": fallback}  # fmt: skip
+        flags = _flags(row, min_cells=20, not_in_platemap=outside)
+        seen |= set(filter(None, flags.split(";")))
+        if flags and not set(flags.split(";")) <= EXPECTED_FLAGS:
+            assert well_qc_status({"qc_flags": flags, "n_fields_used": 2}) != "pass", flags
+    assert seen <= known, seen - known
+    assert well_qc_status({"qc_flags": "vehicle_reference_excluded", "n_fields_used": 2}) == (
+        "failed"
+    )

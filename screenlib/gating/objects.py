@@ -220,9 +220,10 @@ def _group_fragments(
     if candidates.size < 2 or not {"centroid_y", "centroid_x", "well"} <= set(part.columns):
         return
     diameter_px = _diameter_px(part, scale)
-    keys = part[["well", "field"]].astype(str).agg("/".join, axis=1).to_numpy()[candidates] if (
-        "field" in part
-    ) else part["well"].astype(str).to_numpy()[candidates]  # fmt: skip
+    keys = part["well"].astype(str).to_numpy(dtype=object)[candidates]
+    if "field" in part:  # fragments group within one field
+        fields = part["field"].astype(str).to_numpy(dtype=object)[candidates]
+        keys = keys + "/" + fields
     y = part["centroid_y"].to_numpy(dtype=float)[candidates]
     x = part["centroid_x"].to_numpy(dtype=float)[candidates]
     labels = part["label"].to_numpy() if "label" in part else np.arange(len(part))

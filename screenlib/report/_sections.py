@@ -43,7 +43,10 @@ ROLE_MARKERS = {"negative_control": "N", "positive_control": "P", "empty": "E"}
 
 # well QC flags by what they mean for the well's numbers (see aggregate.wells._flags)
 NO_DATA_FLAGS = frozenset({"no_fields_used", "empty_well"})
-FAILED_FLAGS = frozenset({"too_few_cells", "no_cells", "not_in_platemap"})
+# a vehicle well left out of the reference (a seeding failure) is a technical failure
+FAILED_FLAGS = frozenset(
+    {"too_few_cells", "no_cells", "not_in_platemap", "vehicle_reference_excluded"}
+)
 CAVEAT_FLAGS = frozenset({"fields_excluded", "no_vehicle_reference", "vehicle_of_other_samples"})
 EXPECTED_FLAGS = frozenset({"expected_cell_loss"})
 
