@@ -191,28 +191,10 @@ def run_experiment(
                     executor=executor,
                 )
             )
-    wells = []
-    for plate, summary in zip(plates, summaries, strict=True):
-        table = pd.read_csv(summary.out_dir / "wells.csv", keep_default_na=False, na_values=[""])
-        table["plate"] = plate.name
-        wells.append(table)
-    all_wells = pd.concat(wells, ignore_index=True)
-    fits = replicate_fits(all_wells, settings, by="plate")
-    spread = replicate_spread(fits, by="plate")
     notes = [
         f"plate {p.name}: {n}" for p, s in zip(plates, summaries, strict=True) for n in s.notes
     ]
-    with OutputSet(out_dir) as outputs:
-        outputs.csv("wells.csv", all_wells)
-        core, full = split_fit_columns(fits)
-        if "plate" not in core:
-            core.insert(0, "plate", fits["plate"])
-        outputs.csv("fits.csv", core)
-        outputs.parquet("fits_full.parquet", full)
-        outputs.csv("experiment.csv", spread)
-        if report:
-            outputs.text("report.html", experiment_report(plates, summaries, spread, notes))
-        written = outputs.commit({"experiment": [p.name for p in plates], "notes": notes})
+    spread, written = _write_pooled(out_dir, plates, summaries, settings, notes, report)
     summary = ExperimentSummary(
         out_dir=out_dir,
         plates=summaries,
@@ -232,6 +214,38 @@ def run_experiment(
         },
     )
     return summary
+
+
+def _write_pooled(
+    out_dir: Path,
+    plates: list[ExperimentPlate],
+    summaries: list[RunSummary],
+    settings: AssaySettings,
+    notes: list[str],
+    report: bool,
+) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """The experiment's own outputs, as one set: every plate's wells, the curves pooled over
+    plates, their spread (``experiment.csv``) and the summary page."""
+    wells = []
+    for plate, summary in zip(plates, summaries, strict=True):
+        table = pd.read_csv(summary.out_dir / "wells.csv", keep_default_na=False, na_values=[""])
+        table["plate"] = plate.name
+        wells.append(table)
+    all_wells = pd.concat(wells, ignore_index=True)
+    fits = replicate_fits(all_wells, settings, by="plate")
+    spread = replicate_spread(fits, by="plate")
+    with OutputSet(out_dir) as outputs:
+        outputs.csv("wells.csv", all_wells)
+        core, full = split_fit_columns(fits)
+        if "plate" not in core:
+            core.insert(0, "plate", fits["plate"])
+        outputs.csv("fits.csv", core)
+        outputs.parquet("fits_full.parquet", full)
+        outputs.csv("experiment.csv", spread)
+        if report:
+            outputs.text("report.html", experiment_report(plates, summaries, spread, notes))
+        written = outputs.commit({"experiment": [p.name for p in plates], "notes": notes})
+    return spread, written
 
 
 def experiment_report(
