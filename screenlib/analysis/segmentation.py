@@ -119,16 +119,20 @@ def _pack_boxes(heights: np.ndarray, widths: np.ndarray, width: int) -> tuple[np
 
     Returns the top-left corners (rows, columns) of every box and the mosaic's shape.
     """
-    rows = np.zeros(heights.size, dtype=np.int64)
-    columns = np.zeros(heights.size, dtype=np.int64)
+    row_list = [0] * heights.size
+    column_list = [0] * heights.size
     row = column = shelf_height = 0
+    # plain Python integers: a loop over NumPy scalars costs several times more
+    box_heights, box_widths = heights.tolist(), widths.tolist()
     for k in np.argsort(-heights, kind="stable").tolist():
-        height, box_width = int(heights[k]) + 2, int(widths[k]) + 2
+        height, box_width = box_heights[k] + 2, box_widths[k] + 2
         if column + box_width > width:
             row, column, shelf_height = row + shelf_height, 0, 0
-        rows[k], columns[k] = row, column
+        row_list[k], column_list[k] = row, column
         column += box_width
         shelf_height = max(shelf_height, height)
+    rows = np.array(row_list, dtype=np.int64)
+    columns = np.array(column_list, dtype=np.int64)
     shape = (int((rows + heights).max()) + 2, int((columns + widths).max()) + 2)
     return rows, columns, shape
 
@@ -317,7 +321,7 @@ def _flood_clumps(
     of the whole mosaic up to the order in which pixels of equal value are taken (ties).
     """
     n_clumps = boxes[0].size
-    seed_pixels = np.flatnonzero(markers)
+    seed_pixels = np.flatnonzero(markers != 0)
     clump_of_marker = np.zeros(n_markers + 1, dtype=np.int64)
     clump_of_marker[markers.ravel()[seed_pixels]] = clump_index.ravel()[seed_pixels]
     n_seeds = np.bincount(clump_of_marker[1:], minlength=n_clumps + 1)
