@@ -65,9 +65,7 @@ def test_refine_outlines_matches_pixel_reference(seed):
     edge_levels = rng.uniform(20, 120, 7).astype(np.float32)
     edge_levels[0] = np.inf
     edge_levels[6] = 1e6  # every outline pixel of nucleus 6 falls under its edge
-    floor = (
-        rng.uniform(0, 30, grid_shape).astype(np.float32) if seed % 2 else np.float32(10.0)
-    )
+    floor = rng.uniform(0, 30, grid_shape).astype(np.float32) if seed % 2 else np.float32(10.0)
     grid = GridSegmentation(
         labels, rng.uniform(0, 20, grid_shape).astype(np.float32), edge_levels, floor
     )
