@@ -38,7 +38,7 @@ def index_labels(labels: np.ndarray, n_labels: int | None = None) -> LabelIndex:
     [1, 2]
     """
     flat = labels.ravel()
-    pixels = np.flatnonzero(flat)
+    pixels = np.flatnonzero(flat != 0)  # on a boolean mask: several times faster than on ints
     object_ids = flat[pixels]
     if n_labels is None:
         n_labels = int(object_ids.max()) if object_ids.size else 0

@@ -49,13 +49,13 @@ def focus_score_at(
     # the 4-neighbour Laplacian at the nucleus pixels only; a neighbour beyond the image edge
     # is the edge pixel itself (scipy.ndimage.laplace's "reflect" mode)
     height, width = image.shape
-    y, x = np.divmod(pixels, width)
+    x = pixels % width
     laplacian = -4.0 * values
     for neighbours in (
-        np.maximum(y - 1, 0) * width + x,
-        np.minimum(y + 1, height - 1) * width + x,
-        y * width + np.maximum(x - 1, 0),
-        y * width + np.minimum(x + 1, width - 1),
+        np.where(pixels >= width, pixels - width, pixels),
+        np.where(pixels < (height - 1) * width, pixels + width, pixels),
+        np.where(x > 0, pixels - 1, pixels),
+        np.where(x < width - 1, pixels + 1, pixels),
     ):
         laplacian += flat[neighbours]
     sharpness = float(np.sqrt(np.mean(laplacian**2)))

@@ -119,16 +119,20 @@ def _pack_boxes(heights: np.ndarray, widths: np.ndarray, width: int) -> tuple[np
 
     Returns the top-left corners (rows, columns) of every box and the mosaic's shape.
     """
-    rows = np.zeros(heights.size, dtype=np.int64)
-    columns = np.zeros(heights.size, dtype=np.int64)
+    row_list = [0] * heights.size
+    column_list = [0] * heights.size
     row = column = shelf_height = 0
+    # plain Python integers: a loop over NumPy scalars costs several times more
+    box_heights, box_widths = heights.tolist(), widths.tolist()
     for k in np.argsort(-heights, kind="stable").tolist():
-        height, box_width = int(heights[k]) + 2, int(widths[k]) + 2
+        height, box_width = box_heights[k] + 2, box_widths[k] + 2
         if column + box_width > width:
             row, column, shelf_height = row + shelf_height, 0, 0
-        rows[k], columns[k] = row, column
+        row_list[k], column_list[k] = row, column
         column += box_width
         shelf_height = max(shelf_height, height)
+    rows = np.array(row_list, dtype=np.int64)
+    columns = np.array(column_list, dtype=np.int64)
     shape = (int((rows + heights).max()) + 2, int((columns + widths).max()) + 2)
     return rows, columns, shape
 
@@ -317,7 +321,7 @@ def _flood_clumps(
     of the whole mosaic up to the order in which pixels of equal value are taken (ties).
     """
     n_clumps = boxes[0].size
-    seed_pixels = np.flatnonzero(markers)
+    seed_pixels = np.flatnonzero(markers != 0)
     clump_of_marker = np.zeros(n_markers + 1, dtype=np.int64)
     clump_of_marker[markers.ravel()[seed_pixels]] = clump_index.ravel()[seed_pixels]
     n_seeds = np.bincount(clump_of_marker[1:], minlength=n_clumps + 1)
@@ -410,46 +414,66 @@ def refine_outlines(
     change = np.zeros(n_labels + 1, dtype=np.int64)
     if factor == 1 or n_labels == 0:
         return full, change
-    compact = labels.astype(np.uint16) if labels.max() < 2**16 else labels
+    compact = labels.astype(np.uint16) if n_labels < 2**16 else labels
     highest = window_max(compact, 3)
     others = np.where(compact > 0, compact, np.iinfo(compact.dtype).max).astype(compact.dtype)
     lowest = window_min(others, 3)
     outline = (highest != compact) | ((compact > 0) & (lowest != compact))
-    block_y, block_x = np.nonzero(outline)
-    candidate = np.where(labels[outline] > 0, labels[outline], highest[outline]).astype(np.int32)
+    blocks = np.flatnonzero(outline)
+    own = labels.ravel()[blocks]
+    candidate = np.where(own > 0, own, highest.ravel()[blocks]).astype(np.int32)
     level = grid.edge_levels[candidate]
     if np.ndim(grid.floor):
-        level = np.maximum(level, np.asarray(grid.floor)[block_y, block_x])
+        level = np.maximum(level, np.asarray(grid.floor).ravel()[blocks])
     else:
         level = np.maximum(level, np.float32(grid.floor))
-    # every pixel of an outline block as one of factor x factor strided sub-images of the grid
-    # size: a gather of the outline's blocks from each, no full-size temporaries
-    level += grid.baseline[block_y, block_x]
-    own = labels[block_y, block_x]
-    redrawn = []
-    for dy in range(factor):
-        inside_y = block_y * factor + dy < shape[0]
-        for dx in range(factor):
-            inside = inside_y & (block_x * factor + dx < shape[1])
-            ys, xs = block_y[inside], block_x[inside]
-            values = image[dy::factor, dx::factor][ys, xs].astype(np.float32)
-            values -= np.float32(offset)
-            if flat is not None:
-                values /= flat[dy::factor, dx::factor][ys, xs]
-            new = np.where(values > level[inside], candidate[inside], 0)
-            change += np.bincount(new, minlength=n_labels + 1)
-            change -= np.bincount(own[inside], minlength=n_labels + 1)
-            redrawn.append((inside, new))
+    level += grid.baseline.ravel()[blocks]
+    # every pixel of an outline block, one row per position (dy, dx) in the block: one gather
+    # of the full image, no full-size temporaries
+    block_y, block_x = np.divmod(blocks, labels.shape[1])
+    corner = block_y * factor * shape[1] + block_x * factor
+    dy, dx = np.divmod(np.arange(factor * factor), factor)
+    pixels = corner[None, :] + (dy * shape[1] + dx)[:, None]
+    inside = None
+    if shape[0] % factor or shape[1] % factor:
+        # blocks of the last row or column reach past the image's edge
+        inside = (block_y[None, :] * factor + dy[:, None] < shape[0]) & (
+            block_x[None, :] * factor + dx[:, None] < shape[1]
+        )
+        pixels = np.where(inside, pixels, 0)
+    values = np.asarray(image).ravel()[pixels].astype(np.float32)
+    values -= np.float32(offset)
+    if flat is not None:
+        values /= np.asarray(flat).ravel()[pixels]
+    above = values > level
+    if inside is not None:
+        above &= inside
+    n_inside = factor * factor if inside is None else inside.sum(axis=0)
+    n_above = above.sum(axis=0)
+    # pixels gained (above the edge) less pixels of the block's own label
+    change += np.bincount(candidate, weights=n_above, minlength=n_labels + 1).astype(np.int64)
+    change[0] += int(np.sum(n_inside - n_above))
+    if inside is None:
+        change -= factor * factor * np.bincount(own, minlength=n_labels + 1)
+    else:
+        change -= np.bincount(own, weights=n_inside, minlength=n_labels + 1).astype(np.int64)
+    new = np.where(above, candidate, 0)
     # a small nucleus whose every pixel fell under its edge level keeps its blocks
     vanished = change + factor**2 * np.bincount(labels.ravel(), minlength=n_labels + 1) <= 0
     vanished[0] = False
-    for (dy, dx), (inside, new) in zip(np.ndindex(factor, factor), redrawn, strict=True):
-        if vanished.any():
-            keep_own = vanished[own[inside]]
-            change += np.bincount(own[inside][keep_own], minlength=n_labels + 1)
-            change -= np.bincount(new[keep_own], minlength=n_labels + 1)
-            new = np.where(keep_own, own[inside], new)
-        full[dy::factor, dx::factor][block_y[inside], block_x[inside]] = new
+    if vanished.any():
+        keep_own = vanished[own]
+        kept_own = np.broadcast_to(keep_own, above.shape)
+        if inside is not None:
+            kept_own = kept_own & inside
+        kept_count = kept_own.sum(axis=0)
+        change += np.bincount(own, weights=kept_count, minlength=n_labels + 1).astype(np.int64)
+        change -= np.bincount(new[kept_own], minlength=n_labels + 1)
+        new = np.where(keep_own, own, new)
+    if inside is None:
+        full.ravel()[pixels] = new
+    else:
+        full.ravel()[pixels[inside]] = new[inside]
     return full, change
 
 

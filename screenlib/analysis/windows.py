@@ -15,11 +15,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def _pad_edge(image: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """``np.pad(image, ..., mode="edge")`` along one axis, without its general machinery."""
+    shape = list(image.shape)
+    shape[axis] += 2 * radius
+    padded = np.empty(shape, dtype=image.dtype)
+
+    def along(part: slice) -> tuple[slice, ...]:
+        index = [slice(None)] * image.ndim
+        index[axis] = part
+        return tuple(index)
+
+    padded[along(slice(radius, radius + image.shape[axis]))] = image
+    padded[along(slice(0, radius))] = image[along(slice(0, 1))]
+    padded[along(slice(radius + image.shape[axis], None))] = image[along(slice(-1, None))]
+    return padded
+
+
 def _window_extreme_1d(image: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
     radius = size // 2
-    padding = [(0, 0)] * image.ndim
-    padding[axis] = (radius, radius)
-    running = np.pad(image, padding, mode="edge")  # edge values are values inside the window
+    running = _pad_edge(image, radius, axis)  # edge values are values inside the window
     covered = 1
     while covered < size:
         step = min(covered, size - covered)
