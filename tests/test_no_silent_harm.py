@@ -347,6 +347,7 @@ def test_ctrl_c_stops_quietly_and_a_rerun_resumes(tmp_path):
         sys.executable, "-m", "screenlib", "run", example / "export", "--platemap",
         example / "platemap.csv", "--out", out, "--workers", "1",
     ]  # fmt: skip
+
     def default_sigint() -> None:  # as a terminal's shell starts a command
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
