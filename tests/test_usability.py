@@ -59,3 +59,34 @@ def test_init_template_keeps_every_finished_field(export, tmp_path):
     assert second.returncode == 0, second
     manifest = json.loads((Path(out) / "run.json").read_text())
     assert manifest["n_fields_todo"] == 0 and manifest["n_fields_reused"] == 4
+
+
+def test_a_run_with_every_field_finished_starts_no_cluster(export, tmp_path, monkeypatch):
+    """A gating change re-gates in seconds: no local Dask cluster is started when no field
+    needs analysing (it used to cost several seconds of process start-up)."""
+    from screenlib.orchestrate import _cluster
+
+    gates = "\n[gating]\nannexin_gate = {}\npi_gate = 200.0\nbleedthrough_annexin_to_pi = 0.0\n"
+    platemap = write_text(tmp_path / "map.csv", GOOD_PLATEMAP)
+    out = tmp_path / "out"
+    first_settings = write_text(tmp_path / "a.toml", gates.format(200.0))
+    first = screenlib("-q", "run", export, "--platemap", platemap, "--out", out,
+                      "--settings", first_settings, "--no-report")  # fmt: skip
+    assert first.returncode == 0, first
+    started = []
+    real = _cluster.dask_client
+
+    def recording_dask_client(*args, **kwargs):
+        started.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_cluster, "dask_client", recording_dask_client)
+    regated = write_text(tmp_path / "b.toml", gates.format(300.0))
+    second = screenlib("-q", "run", export, "--platemap", platemap, "--out", out,
+                       "--settings", regated, "--no-report")  # fmt: skip
+    assert second.returncode == 0, second
+    manifest = json.loads((Path(out) / "run.json").read_text())
+    assert manifest["n_fields_todo"] == 0 and manifest["n_fields_reused"] == 4
+    assert started == [], "a cluster was started for a run with nothing to analyse"
+    gates_used = json.loads((Path(out) / "gates.json").read_text())
+    assert "300" in json.dumps(gates_used)

@@ -99,20 +99,49 @@ class DaskExecutor:
             raise
 
 
+class LocalClusterExecutor:
+    """A :class:`DaskExecutor` on a local cluster that is started by the first task, so a run
+    whose fields are all finished (a gating or fit change) starts no processes at all."""
+
+    def __init__(self, n_workers: int | None, stack: contextlib.ExitStack) -> None:
+        self.n_workers = n_workers
+        self.dashboard: str | None = None
+        self._stack = stack
+        self._dask: DaskExecutor | None = None
+
+    def map_unordered(self, function, items, names):
+        """As :meth:`DaskExecutor.map_unordered`, once the cluster is up."""
+        if not items:
+            return
+        if self._dask is None:
+            from screenlib.orchestrate._cluster import dask_client
+
+            self._dask = DaskExecutor(self._stack.enter_context(dask_client(None, self.n_workers)))
+            self.dashboard = self._dask.dashboard
+            if self.dashboard:
+                logger.info("Dask dashboard: %s", self.dashboard)
+        yield from self._dask.map_unordered(function, items, names)
+
+
 @contextlib.contextmanager
 def open_executor(
     scheduler: str | None = None, n_workers: int | None = None, client=None
 ) -> Iterator[Executor]:
     """The executor for a run: ``"sync"``, an existing client, a scheduler address, or a
-    local cluster (see :func:`screenlib.orchestrate.dask_client`)."""
+    local cluster (see :func:`screenlib.orchestrate.dask_client`), started when the first
+    task is sent."""
     if client is not None:
         yield DaskExecutor(client)
         return
     if scheduler == "sync":
         yield SyncExecutor()
         return
-    from screenlib.orchestrate._cluster import dask_client
+    from screenlib.orchestrate._cluster import dask_client, scheduler_address
 
+    if scheduler_address(scheduler) is None:
+        with contextlib.ExitStack() as stack:
+            yield LocalClusterExecutor(n_workers, stack)
+        return
     with dask_client(scheduler, n_workers) as dask:
         yield DaskExecutor(dask)
 

@@ -684,14 +684,14 @@ def _run_planned(
     write_json_atomic(plan.out_dir / MANIFEST_NAME, {**previous, **manifest, "status": "preparing"})
     opened = nullcontext(executor) if executor else open_executor(scheduler, n_workers, client)
     with opened as executor:
-        summary.dashboard = executor.dashboard
-        if summary.dashboard and progress:
-            logger.info("Dask dashboard: %s", summary.dashboard)
+        if getattr(executor, "dashboard", None) and progress:
+            logger.info("Dask dashboard: %s", executor.dashboard)
         computed = _compute(
             plan, plate_obj, manifest, previous, executor,
             force=force, progress=progress, fields_per_task=fields_per_task,
             write_labels=write_labels,
         )  # fmt: skip
+        summary.dashboard = executor.dashboard  # a local cluster starts with the first task
     results = _finalize_tables(plan, computed, summary)
     run_info = {
         "started": started_at,
