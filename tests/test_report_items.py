@@ -8,6 +8,7 @@ aggregation and fits, a real Zarr plate for the crops) and reads what ``write_re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import re
@@ -164,6 +165,17 @@ def test_gating_plot_shows_the_cells_the_gates_were_learned_from(run):
     caption = re.search(r"Vehicle \(\d+ wells\): n = ([\d,]+)", gating)
     assert caption is not None, gating[:3000]
     assert int(caption.group(1).replace(",", "")) == learned
+
+
+def test_gating_caption_names_the_cells_the_gates_came_from_when_fewer(run, tmp_path):
+    """Mitotic figures are counted but kept out of gate learning: the caption says so."""
+    gates = {key: dataclasses.replace(gate, n_control_cells=gate.n_control_cells - 6)
+             for key, gate in run["gates"].items()}  # fmt: skip
+    path = write_report(tmp_path, cells=run["cells"], wells=run["wells"], gates=gates,
+                        fits=run["fits"], settings=AssaySettings())  # fmt: skip
+    gating = _section(path.read_text(encoding="utf-8"), "gating")
+    learned = int(gates[0].n_control_cells)
+    assert f"the gates were learned from {learned:,} of them" in gating
 
 
 def test_gallery_shows_no_cell_of_a_failed_field(run):

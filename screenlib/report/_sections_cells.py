@@ -211,7 +211,12 @@ def gating_section(cells, wells, gates, settings, writer: FigureWriter) -> dict[
     )
     shown = [(p["title"], int((np.isfinite(p["annexin"]) & np.isfinite(p["pi"])).sum()))
              for p in populations]  # fmt: skip
-    caption = "; ".join(f"{title}: n = {n:,} cells" for title, n in shown)
+    parts = [f"{title}: n = {n:,} cells" for title, n in shown]
+    learned = finite(value_of(gate, "n_control_cells"))
+    if shown and shown[0][0].startswith("Vehicle") and learned and int(learned) != shown[0][1]:
+        parts[0] += (f" (the gates were learned from {int(learned):,} of them: mitotic figures "
+                     "and cells without every measurement are left out)")  # fmt: skip
+    caption = "; ".join(parts)
     section["figure"] = image(png, "Annexin V versus PI with quadrant gates", caption=caption,
                               css_class="wide")  # fmt: skip
     if not gates:
