@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a rerun after a crash) sees the old file or the new one.
+"""Atomic file writes: a reader (or a rerun after a crash) sees the old file or the new one;
+and the one file digest (:func:`file_sha256`) the outputs, the report and the resume keys use.
 
 Write into a temporary sibling, flush it to disk, then rename it over the target
 (``os.replace`` is atomic on POSIX and Windows) and flush the folder so the rename itself
@@ -9,6 +10,7 @@ only a hidden ``.<name>.<id>.tmp`` beside the target, never a partial target.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "file_sha256",
     "fsync_file",
     "fsync_folder",
     "temporary_sibling",
@@ -86,3 +89,9 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in blocks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

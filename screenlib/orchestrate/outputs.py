@@ -11,7 +11,6 @@ settings its tables were not made with; files the engine did not write are never
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from screenlib.errors import InputError
-from screenlib.io_utils import fsync_file, fsync_folder
+from screenlib.io_utils import file_sha256, fsync_file, fsync_folder
 
 __all__ = ["OUTPUTS_MANIFEST", "OutputSet", "neutralize_formulas", "read_output_manifest"]
 
@@ -73,14 +72,6 @@ def read_output_manifest(out_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OutputSet:
@@ -165,7 +156,7 @@ class OutputSet:
             staged = self.staging / name
             fsync_file(staged)  # on disk before the rename makes it the output
             size = staged.stat().st_size
-            entries.append({"name": name, "bytes": size, "sha256": _sha256(staged)})
+            entries.append({"name": name, "bytes": size, "sha256": file_sha256(staged)})
         for name in self.names:
             target = self.out_dir / name
             target.parent.mkdir(parents=True, exist_ok=True)

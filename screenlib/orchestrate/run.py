@@ -32,6 +32,7 @@ from screenlib import __version__
 from screenlib.doseresponse.columns import split_fit_columns
 from screenlib.errors import InputError
 from screenlib.gating import gates_to_dict
+from screenlib.io_utils import file_sha256
 from screenlib.orchestrate._field_task import FieldJob
 from screenlib.orchestrate._manifest import (
     MANIFEST_NAME,
@@ -323,7 +324,7 @@ def flatfield_profile(
         profiles = gather(executor, _estimate_channel_flatfield, tasks, f"flatfield-{key[:8]}")
         profile = np.stack(profiles).astype(np.float32)
         write_atomic(path, lambda tmp: _save_npy(tmp, profile))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    digest = file_sha256(path)[:20]
     return path, f"{key}:{digest}"
 
 

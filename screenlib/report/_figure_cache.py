@@ -28,6 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import screenlib
+from screenlib.io_utils import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,6 @@ def input_key(kind: str, data: Any, style: str = "") -> str:
     _feed(digest, kind)
     _feed(digest, data)
     return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_index(folder: Path | None) -> dict[str, dict[str, Any]]:
