@@ -59,6 +59,8 @@ class DaskExecutor:
 
         self.client = client
         self.dashboard = dashboard_link(client)
+        if self.dashboard:
+            logger.info("Dask dashboard: %s", self.dashboard)
 
     def map_unordered(self, function, items, names):
         """Submit ``items`` (at most :data:`MAX_IN_FLIGHT` at once); yield as they finish."""
@@ -118,8 +120,6 @@ class LocalClusterExecutor:
 
             self._dask = DaskExecutor(self._stack.enter_context(dask_client(None, self.n_workers)))
             self.dashboard = self._dask.dashboard
-            if self.dashboard:
-                logger.info("Dask dashboard: %s", self.dashboard)
         yield from self._dask.map_unordered(function, items, names)
 
 

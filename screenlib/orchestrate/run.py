@@ -685,8 +685,6 @@ def _run_planned(
     write_json_atomic(plan.out_dir / MANIFEST_NAME, {**previous, **manifest, "status": "preparing"})
     opened = nullcontext(executor) if executor else open_executor(scheduler, n_workers, client)
     with opened as executor:
-        if getattr(executor, "dashboard", None) and progress:
-            logger.info("Dask dashboard: %s", executor.dashboard)
         computed = _compute(
             plan, plate_obj, manifest, previous, executor,
             force=force, progress=progress, fields_per_task=fields_per_task,
