@@ -54,7 +54,7 @@ def test_fit_writes_short_table_full_table_figures_and_page(tmp_path, capsys):
     svg = tmp_path / "results" / "fits_curves.svg"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     svg_text = svg.read_text()
-    assert "<svg" in svg_text and "milademetan (nM)" in svg_text  # axis label with unit
+    assert "<svg" in svg_text and ">milademetan (nM)</text>" in svg_text  # editable axis label
     page = (tmp_path / "results" / "fits.html").read_text()
     assert "data:image/png;base64," in page and "<table" in page and "SK-N-SH" in page
     assert "fits_full.parquet" in printed and "fits.html" in printed

@@ -156,6 +156,7 @@ def test_figures_are_written_as_png_and_the_curves_also_as_svg(report):
     for stem in curves:
         svg = (folder / f"{stem}.svg").read_text()
         assert "<svg" in svg and len(svg) > 10_000
+        assert ">concentration</text>" in svg  # text as text: editable on a slide
     for cell_class in CLASSES:
         assert (folder / f"gallery_{cell_class}.png").stat().st_size > 1000
     # file names from plate-map text are made safe

@@ -66,28 +66,29 @@ def _field_summary(
     if "qc_reason" not in table.columns:
         table["qc_reason"] = ""
     table["qc_reason"] = table["qc_reason"].fillna("").astype(str)
-    excluded = table[~table["qc_pass"]] if exclude_failed else table.iloc[0:0]
+    table["failed"] = ~table["qc_pass"] if exclude_failed else False
+    excluded = table[table["failed"]]
     excluded_keys = {
         (str(w), int(f), int(t))
         for w, f, t in zip(excluded["well"], excluded["field"], excluded["timepoint"], strict=True)
     }
-    rows = []
-    for (well, tp), group in table.groupby(_KEYS):
-        failed = group[~group["qc_pass"]] if exclude_failed else group.iloc[0:0]
-        reasons = sorted(
-            {part for text in failed["qc_reason"] for part in re.split(r"[;,]\s*", text) if part}
+    summary = table.groupby(_KEYS).agg(
+        n_fields=("field", "size"), n_fields_excluded=("failed", "sum")
+    )
+    summary["n_fields_excluded"] = summary["n_fields_excluded"].astype(int)
+    summary["n_fields_used"] = summary.pop("n_fields") - summary["n_fields_excluded"]
+    # the reasons are joined only where fields failed (few), not per well
+    reasons = {
+        key: ";".join(
+            sorted({part for text in group for part in re.split(r"[;,]\s*", text) if part})
         )
-        rows.append(
-            {
-                "well": well,
-                "timepoint": int(tp),
-                "n_fields_used": int(len(group) - len(failed)),
-                "n_fields_excluded": int(len(failed)),
-                "fields_excluded_reasons": ";".join(reasons),
-            }
-        )
-    return pd.DataFrame(rows, columns=[*_KEYS, "n_fields_used", "n_fields_excluded",
-                                       "fields_excluded_reasons"]), excluded_keys  # fmt: skip
+        for key, group in excluded.groupby(_KEYS)["qc_reason"]
+    }
+    summary["fields_excluded_reasons"] = [reasons.get(key, "") for key in summary.index]
+    summary = summary.reset_index()
+    summary["timepoint"] = summary["timepoint"].astype(int)
+    columns = [*_KEYS, "n_fields_used", "n_fields_excluded", "fields_excluded_reasons"]
+    return summary[columns], excluded_keys
 
 
 def aggregate_wells(
@@ -154,8 +155,10 @@ def aggregate_wells(
 
     field_summary, excluded_keys = _field_summary(fields, cells, exclude_failed)
     if excluded_keys:
-        keys = list(zip(cells["well"], cells["field"].astype(int), cells["timepoint"], strict=True))
-        cells = cells[[key not in excluded_keys for key in keys]]
+        keys = pd.MultiIndex.from_arrays(
+            [cells["well"], cells["field"].astype(int), cells["timepoint"]]
+        )
+        cells = cells[~keys.isin(list(excluded_keys))]
 
     # Every (well, timepoint) that the plate map, the fields or the cells know of.
     timepoints = sorted(

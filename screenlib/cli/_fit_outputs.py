@@ -112,14 +112,18 @@ def write_fit_outputs(
         written.append(write_output(path, lambda tmp: viabilities.to_csv(tmp, index=False)))
     images = {}
     if not full.empty and {"sample", "compound"} <= set(full.columns):
+        import matplotlib
         from matplotlib import pyplot as plt
+
+        from screenlib.report.figures import SVG_STYLE
 
         figure = curve_figure(full, data, unit)
         for suffix in ("png", "svg"):
             path = Path(f"{stem}_curves.{suffix}")
-            written.append(
-                write_output(path, lambda tmp, s=suffix: figure.savefig(tmp, format=s, dpi=150))
-            )
+            with matplotlib.rc_context(SVG_STYLE):  # editable SVG text; no effect on PNG
+                written.append(
+                    write_output(path, lambda tmp, s=suffix: figure.savefig(tmp, format=s, dpi=150))
+                )
             images[suffix] = path
         plt.close(figure)
     page = _html_page(core, images.get("png"))

@@ -459,8 +459,8 @@ def fields_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _read_part(path: Path) -> pa.Table:
-    try:
-        return pq.read_table(path)
+    try:  # ParquetFile.read: half the cost of read_table's dataset layer on small files
+        return pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"the finished field's table {path} cannot be read ({error}); delete it (and its "
