@@ -409,12 +409,14 @@ def test_sample_well_at_zero_is_said(cells_plate, tmp_path, settings_file):
 
 def test_unreachable_scheduler_is_named(cells_plate, tmp_path, settings_file):
     platemap = write_text(tmp_path / "map.csv", GOOD_PLATEMAP)
+    started = time.monotonic()
     result = screenlib(
         "run", cells_plate, "--platemap", platemap, "--out", tmp_path / "out", "--settings",
         settings_file, "--scheduler", "tcp://127.0.0.1:9", timeout=120,
     )  # fmt: skip
     message = assert_input_error(result, "Dask scheduler", "127.0.0.1:9")
     assert "disk" not in message
+    assert time.monotonic() - started < 25  # a refused connection is not retried for 30 s
 
 
 def test_flipped_chunk_bytes_fail_the_field_by_checksum(cells_plate, tmp_path, settings_file):

@@ -7,7 +7,9 @@ import ctypes
 import functools
 import logging
 import os
+import socket
 import sys
+import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 
@@ -73,6 +75,16 @@ def scheduler_address(scheduler: str | None) -> str | None:
     )
 
 
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Raise OSError at once when nothing listens at a ``tcp://host:port`` scheduler address
+    (Dask's client would retry a refused connection for its whole 30 s timeout)."""
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
+        return  # other protocols (tls, ucx, inproc): left to Dask
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=timeout_s):
+        pass
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> Iterator:
     """A ``distributed.Client`` for the run; closes what it started on exit.
@@ -92,6 +104,7 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
     address = scheduler_address(scheduler)
     if address:
         try:
+            _probe(address)
             client = Client(address, timeout="30s")
         except (OSError, TimeoutError) as error:
             raise InputError(
