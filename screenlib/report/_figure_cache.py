@@ -267,7 +267,8 @@ class FigureWriter:
         if self._async is None:
             return
         try:
-            results = self._async.get(timeout=600)
+            # a figure takes about a second: a child hung for far longer is given up on
+            results = self._async.get(timeout=60 + 15 * len(self.pending))
         except Exception as error:  # noqa: BLE001 - a broken worker must not lose the report
             log.warning("drawing figures in other processes failed (%s); drawing them here",
                         error)  # fmt: skip
