@@ -4,12 +4,14 @@ vocabulary, global options anywhere, display windows from the pixels, the report
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from test_bad_inputs import GOOD_PLATEMAP, assert_input_error, screenlib, write_text
 
-from screenlib.cli import hoist_global_flags
+from screenlib.cli import SUBCOMMANDS, hoist_global_flags
 from screenlib.store import open_plate
 
 
@@ -90,3 +92,18 @@ def test_a_run_with_every_field_finished_starts_no_cluster(export, tmp_path, mon
     assert started == [], "a cluster was started for a run with nothing to analyse"
     gates_used = json.loads((Path(out) / "gates.json").read_text())
     assert "300" in json.dumps(gates_used)
+
+
+def test_help_lists_every_command_without_importing_them():
+    probe = (
+        "import sys\n"
+        "from screenlib.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith('screenlib.cli.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name, (_, text) in SUBCOMMANDS.items():
+        assert name in result.stdout and text.split()[0] in result.stdout
+    loaded = result.stdout.split("LOADED", 1)[1]
+    assert "screenlib.cli.simulate" not in loaded and "screenlib.cli.run" not in loaded

@@ -60,6 +60,11 @@ class ProtocolGroup(click.Group):
         command.short_help = command.short_help or short_help
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the subcommands from :data:`SUBCOMMANDS` without importing their modules."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in SUBCOMMANDS.items()])
+
 
 @click.group(cls=ProtocolGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="screenlib")
