@@ -13,8 +13,6 @@ import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 
-import dask
-
 from screenlib.errors import InputError
 
 # glibc malloc settings of the local worker processes (benchmarks/bench_dask.py measures them).
@@ -68,6 +66,8 @@ def scheduler_address(scheduler: str | None) -> str | None:
     """The scheduler to connect to: ``scheduler``, else ``DASK_SCHEDULER_ADDRESS``, else None."""
     if scheduler:
         return scheduler
+    import dask  # here, not at import: a run that reuses every field never needs Dask
+
     return (
         os.environ.get("DASK_SCHEDULER_ADDRESS")
         or dask.config.get("scheduler-address", None)
@@ -153,6 +153,7 @@ def local_cluster(
     silence_logs
         Level below which the scheduler's and workers' log messages are dropped.
     """
+    import dask
     from distributed import LocalCluster
 
     chosen = {k: str(v) for k, v in environment.items() if k not in _USER_MALLOC_VARIABLES}
