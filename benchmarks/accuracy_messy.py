@@ -16,6 +16,14 @@ binomially around the design curve, so even a perfect analysis misses the design
 
 ``--cache`` keeps rendered plates and the per-field measurements: a second call with the same
 image-analysis settings only redoes gating, aggregation and fits.
+
+With two fields per well a well holds 55-100 counted cells, and the realised truth fraction
+is over all its rendered cells (also those of a field that failed focus QC, and nuclei the
+segmentation missed): on the clean plate (seed 1) the counted objects' *true* classes alone
+are off the truth by MAE 0.011 / 0.017 at 24 h / 48 h, and the per-cell calls add the rest
+(clean 0.0155 / 0.0235 in all; with four fields per well 0.0134 / 0.0174). Compare
+configurations on the same rendered plates and several seeds: seed to seed the MAE moves by
+0.002-0.005.
 """
 
 from __future__ import annotations
