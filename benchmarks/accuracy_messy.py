@@ -5,7 +5,10 @@ confounders on (``messy``), none (``clean``) or one at a time (a name of
 ``screenlib.simulate.CONFOUNDERS``), runs each end to end and prints, per plate and
 timepoint, the signed bias and the MAE of ``apoptotic_fraction`` and of
 ``apoptotic_fraction_mixture`` (overall and per band of the true fraction), the median
-per-well cell-count error and the worst IC50 fold error.
+per-well cell-count error and the worst IC50 fold error, against the design IC50
+(``ic50_fold_max``) and against the IC50 fitted to the realised truth fractions
+(``ic50_fold_truth_fit_max``: the image analysis's own error; the realised fractions scatter
+binomially around the design curve, so even a perfect analysis misses the design IC50).
 
     python benchmarks/accuracy_messy.py                                 # messy + clean, 96 wells
     python benchmarks/accuracy_messy.py --confounders each --fields 1   # one at a time
@@ -13,6 +16,14 @@ per-well cell-count error and the worst IC50 fold error.
 
 ``--cache`` keeps rendered plates and the per-field measurements: a second call with the same
 image-analysis settings only redoes gating, aggregation and fits.
+
+With two fields per well a well holds 55-100 counted cells, and the realised truth fraction
+is over all its rendered cells (also those of a field that failed focus QC, and nuclei the
+segmentation missed): on the clean plate (seed 1) the counted objects' *true* classes alone
+are off the truth by MAE 0.011 / 0.017 at 24 h / 48 h, and the per-cell calls add the rest
+(clean 0.0155 / 0.0235 in all; with four fields per well 0.0134 / 0.0174). Compare
+configurations on the same rendered plates and several seeds: seed to seed the MAE moves by
+0.002-0.005.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import pandas as pd
 from screenlib.orchestrate import run_plate
 from screenlib.settings import load_settings
 from screenlib.simulate import CONFOUNDERS, Confounders, messy_plate_design, simulate_plate
-from screenlib.simulate.evaluate import fraction_errors, ic50_fold_errors
+from screenlib.simulate.evaluate import fraction_errors, ic50_fold_errors, truth_fit_ic50s
 
 READOUTS = ("apoptotic_fraction", "apoptotic_fraction_mixture")
 
@@ -56,14 +67,20 @@ def score(out: Path, truth_dir: Path) -> pd.DataFrame:
     full = out / "fits_full.parquet"
     fits = pd.read_parquet(full) if full.exists() else pd.read_csv(out / "fits.csv")
     parts = []
+    truth_fit = truth_fit_ic50s(truth)
     for readout in READOUTS:
         if readout not in wells.columns:
             continue
         table = fraction_errors(wells, truth, readout)
-        folds = ic50_fold_errors(fits, truth, readout) if readout in set(fits["readout"]) else None
+        folds = (
+            ic50_fold_errors(fits, truth, readout, truth_fit)
+            if readout in set(fits["readout"])
+            else None
+        )
         if folds is not None and len(folds):
-            worst = folds.groupby("timepoint")["fold"].max()
-            table["ic50_fold_max"] = table["timepoint"].map(worst)
+            worst = folds.groupby("timepoint")[["fold", "fold_vs_truth_fit"]].max()
+            table["ic50_fold_max"] = table["timepoint"].map(worst["fold"])
+            table["ic50_fold_truth_fit_max"] = table["timepoint"].map(worst["fold_vs_truth_fit"])
         table.insert(0, "readout", readout)
         parts.append(table)
     return pd.concat(parts, ignore_index=True)
@@ -99,7 +116,8 @@ def main() -> None:
     table = pd.concat(rows, ignore_index=True)
     summary = table.groupby(["plate", "readout", "timepoint"]).mean(numeric_only=True)
     print(f"\nmean over seeds {args.seeds}, {args.geometry} wells, {args.fields} field(s)/well:")
-    columns = [c for c in ("bias", "mae", "count_error_median", "ic50_fold_max") if c in summary]
+    wanted = ("bias", "mae", "count_error_median", "ic50_fold_max", "ic50_fold_truth_fit_max")
+    columns = [c for c in wanted if c in summary]
     bands = [c for c in summary.columns if c.startswith("bias ")]
     print(summary[columns + bands].to_string(float_format=lambda v: f"{v:+.4f}"))
 
