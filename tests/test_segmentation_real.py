@@ -52,9 +52,13 @@ def real_scores() -> dict[str, tuple]:
     return scores
 
 
-def test_real_images_from_two_sources_are_bundled():
-    assert len(NAMES) >= 8
-    assert {name.split("_")[0] for name in NAMES} == {"dsb2018", "mnfinder"}
+def source(name: str) -> str:
+    return name.split("_")[0]
+
+
+def test_real_images_from_three_sources_are_bundled():
+    assert len(NAMES) >= 10
+    assert {source(name) for name in NAMES} == {"ctc", "dsb2018", "mnfinder"}
 
 
 def test_real_images_are_segmented_at_unknown_scale(real_scores):
