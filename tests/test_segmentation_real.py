@@ -24,6 +24,9 @@ from screenlib.simulate import render_bright_among_dim, render_field
 DATA = Path(__file__).parent / "data" / "nuclei"
 NAMES = sorted(path.name.removesuffix("_labels.tif") for path in DATA.glob("*_labels.tif"))
 HOECHST = get_stain("hoechst")
+#: sources whose reference masks leave out nuclei cut by the image edge (the Cell Tracking
+#: Challenge's): scored without edge-touching objects on either side
+NO_EDGE_NUCLEI = ("ctc",)
 
 
 def real(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +41,19 @@ def segment(image: np.ndarray, settings: AssaySettings | None = None) -> np.ndar
     return result.labels
 
 
+def without_edge_objects(labels: np.ndarray) -> np.ndarray:
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.where(np.isin(labels, edge[edge > 0]), 0, labels)
+
+
 @pytest.fixture(scope="module")
 def real_scores() -> dict[str, tuple]:
     scores = {}
     for name in NAMES:
         image, truth = real(name)
         labels = segment(image)
+        if name.startswith(NO_EDGE_NUCLEI):
+            truth, labels = without_edge_objects(truth), without_edge_objects(labels)
         scores[name] = (
             match_labels(truth, labels),
             average_precision(truth, labels),
@@ -71,6 +81,24 @@ def test_real_images_are_segmented_at_unknown_scale(real_scores):
     assert np.mean(list(f1.values())) >= 0.90, f1
     assert min(f1.values()) >= 0.78, f1
     assert mean_ap >= 0.55, mean_ap
+
+
+def test_every_real_source_is_segmented(real_scores):
+    # generality across sources (labs, microscopes, stains): no source's mean falls far behind
+    by_source: dict[str, list] = {}
+    for name, score in real_scores.items():
+        by_source.setdefault(source(name), []).append(score)
+    for name, scores in by_source.items():
+        assert np.mean([score[0].f1 for score in scores]) >= 0.87, name
+        assert np.mean([score[1] for score in scores]) >= 0.50, name
+
+
+def test_touching_pairs_of_small_nuclei_are_split(real_scores):
+    # BBBC038: with split seeds from the core above 30 % of the local peak, 17 of 125 nuclei
+    # stayed merged in touching pairs (F1 0.862, count -8.8 %); from the half-maximum core 8
+    match = real_scores["dsb2018_stardist_img2d"][0]
+    assert match.f1 >= 0.875, match
+    assert match.count_error <= 0.05, match
 
 
 def test_real_outlines_match_the_annotations(real_scores):
