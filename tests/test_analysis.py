@@ -180,6 +180,19 @@ def test_smooth_large_or_elongated_nucleus_is_not_split(half_axes):
     assert segment_nuclei(image, nucleus_diameter_px=19).max() == 1
 
 
+@pytest.mark.parametrize("band_level", [0.4, 0.5])
+def test_nucleus_crossed_by_a_dark_band_is_not_split(band_level):
+    # a dark band of chromatin at 40-50 % cuts the bright core of one nucleus in two; its
+    # outline has no waist, so it stays one (it was cut in two, as elongated textured nuclei
+    # were in the mnfinder HFF and BBBC038 images)
+    yy, xx = np.mgrid[:96, :96]
+    image = np.zeros((96, 96), np.float32)
+    image[((xx - 48) / 16) ** 2 + ((yy - 48) / 10) ** 2 <= 1] = 100
+    image[:, 46:50] *= band_level
+    image = ndi.gaussian_filter(image, 1.0) + 10
+    assert segment_nuclei(image, nucleus_diameter_px=19).max() == 1
+
+
 # --- regions and measurements -----------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ meaning:
    back unless the neck between them is narrower than 65 % of the smaller one's inscribed
    radius when together they are one typical nucleus, more the larger they are together
    (any waist splits pieces of 1.8 typical nuclei), or the fainter is under 75 % of the
-   brighter: pairs split, lobes, textured halves and smooth elongated nuclei do not;
+   brighter; pieces under two typical nuclei together whose joint outline has no waist stay
+   one: pairs split, lobes, textured halves and smooth elongated nuclei do not;
 4. every nucleus gets its own edge, half its median level, so bright blurred nuclei are not
    inflated by their halo while dim ones keep their extent; holes are filled; objects under
    30 % of the typical nucleus' level (faint cytoplasm) are dropped;
@@ -68,6 +69,13 @@ MAX_NECK_RATIO = 0.95
 #: brighter, are two nuclei whatever their neck: texture varies less within one nucleus than
 #: DNA content and condensation between nuclei
 SAME_NUCLEUS_LEVEL_RATIO = 0.75
+#: ... but two pieces whose joint outline has no waist (the distance to the clump's outline
+#: dips by under 10 % between them, below the smaller one's peak) are one nucleus when
+#: together they are under two typical nuclei: a dark band of texture across one nucleus cuts
+#: its bright core in two, not its outline (BBBC038 F1 0.874 -> 0.898, simulated fields
+#: within 0.007, all above the earlier kernel)
+OUTLINE_NECK_RATIO = 0.9
+OUTLINE_MAX_NUCLEI = 2.0
 #: a pixel is foreground when above this fraction of the brightest pixel within
 #: a window ``LOCAL_WINDOW_DIAMETERS`` nucleus diameters wide (and above the noise floor). The
 #: window reaches a third of a diameter each way, so the core of a bright nucleus, half a
@@ -210,9 +218,7 @@ def _split_clumps(
     local_peak = window_max(mosaic_signal, int(round(2 * min_separation)) | 1)
     core = mask & (mosaic_signal > SPLIT_CORE_FRACTION_OF_PEAK * local_peak)
     core = _fill_holes(core)
-    distance = ndi.distance_transform_cdt(core, metric="taxicab").astype(np.float32)
-    distance += ndi.distance_transform_cdt(core, metric="chessboard")
-    distance *= 0.5
+    distance = _chamfer_distance(core)
     local_max = window_max(distance, 2 * margin + 1)
     seeds = (distance == local_max) & (distance > 0) & mask
     markers, n_markers = ndi.label(seeds, structure=np.ones((3, 3), dtype=bool))
@@ -224,7 +230,9 @@ def _split_clumps(
         clump_right - clump_left,
     )
     pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
-    pieces, n_markers = _merge_wide_necks(pieces, distance, mosaic_signal, n_markers, single_area)
+    pieces, n_markers = _merge_wide_necks(
+        pieces, distance, mosaic_signal, n_markers, single_area, _chamfer_distance(mask)
+    )
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
     n_orphans = 0
@@ -234,6 +242,44 @@ def _split_clumps(
     labels = components.astype(np.int32, copy=True)
     labels.ravel()[pixels] = pieces.ravel()[mosaic_pixels] + n_components
     return labels, n_components + n_markers + n_orphans
+
+
+def _chamfer_distance(mask: np.ndarray) -> np.ndarray:
+    """Octagonal chamfer distance to the background (mean of city-block and chessboard)."""
+    distance = ndi.distance_transform_cdt(mask, metric="taxicab").astype(np.float32)
+    distance += ndi.distance_transform_cdt(mask, metric="chessboard")
+    distance *= 0.5
+    return distance
+
+
+def _pair_saddles(
+    pieces: np.ndarray, maps: tuple[np.ndarray, ...], n_pieces: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Touching pairs of ``pieces`` and, on each map, their saddles and the pieces' peaks.
+
+    Returns the pairs as keys ``low * (n_pieces + 1) + high`` (sorted), the saddles (one row
+    per map: the highest value along the pair's shared boundary, each boundary step taking
+    the lower of its two sides) and the peaks (one row per map, indexed by piece id).
+    """
+    peaks = np.zeros((len(maps), n_pieces + 1), dtype=np.float32)
+    for row, values in zip(peaks, maps, strict=True):
+        np.maximum.at(row, pieces.ravel(), values.ravel())
+    firsts, seconds, steps = [], [], []
+    for a, b, before, after in (
+        (pieces[:, :-1], pieces[:, 1:], np.s_[:, :-1], np.s_[:, 1:]),
+        (pieces[:-1], pieces[1:], np.s_[:-1], np.s_[1:]),
+    ):
+        boundary = (a > 0) & (b > 0) & (a != b)
+        firsts.append(a[boundary])
+        seconds.append(b[boundary])
+        steps.append([np.minimum(m[before][boundary], m[after][boundary]) for m in maps])
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    low, high = np.minimum(first, second).astype(np.int64), np.maximum(first, second)
+    keys, inverse = np.unique(low * (n_pieces + 1) + high, return_inverse=True)
+    saddles = np.zeros((len(maps), keys.size), dtype=np.float32)
+    for k, row in enumerate(saddles):
+        np.maximum.at(row, inverse, np.concatenate([step[k] for step in steps]))
+    return keys, saddles, peaks
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -252,6 +298,7 @@ def _merge_wide_necks(
     signal: np.ndarray,
     n_pieces: int,
     single_area: float,
+    outline_distance: np.ndarray,
 ) -> tuple[np.ndarray, int]:
     """Merge touching watershed pieces whose shared boundary is not a real neck.
 
@@ -262,39 +309,30 @@ def _merge_wide_necks(
     ``MAX_NECK_RATIO`` (a smooth elongated nucleus has no waist at all), and when their mean
     levels in ``signal`` are alike (``SAME_NUCLEUS_LEVEL_RATIO``). A shallow waist splits a
     pair too big to be one nucleus, and so does a step in brightness; a lobe or textured half
-    of one nucleus stays. Returns the pieces renumbered 1..M and M.
+    of one nucleus stays. Pieces also stay one when the clump's outline has no waist between
+    them (the saddle of ``outline_distance``, the distance to the clump's edge, over
+    ``OUTLINE_NECK_RATIO`` of the smaller one's peak) and together they are under
+    ``OUTLINE_MAX_NUCLEI`` typical nuclei. Returns the pieces renumbered 1..M and M.
     """
     if n_pieces < 2:
         return pieces, n_pieces
-    peaks = np.zeros(n_pieces + 1, dtype=np.float32)
-    np.maximum.at(peaks, pieces.ravel(), distance.ravel())
-    firsts, seconds, values = [], [], []
-    for a, b, da, db in (
-        (pieces[:, :-1], pieces[:, 1:], distance[:, :-1], distance[:, 1:]),
-        (pieces[:-1], pieces[1:], distance[:-1], distance[1:]),
-    ):
-        boundary = (a > 0) & (b > 0) & (a != b)
-        firsts.append(a[boundary])
-        seconds.append(b[boundary])
-        values.append(np.minimum(da[boundary], db[boundary]))
-    first, second = np.concatenate(firsts), np.concatenate(seconds)
-    if first.size == 0:
+    keys, saddles, peaks = _pair_saddles(pieces, (distance, outline_distance), n_pieces)
+    if keys.size == 0:
         return pieces, n_pieces
-    low, high = np.minimum(first, second).astype(np.int64), np.maximum(first, second)
-    keys, inverse = np.unique(low * (n_pieces + 1) + high, return_inverse=True)
-    saddles = np.zeros(keys.size, dtype=np.float32)
-    np.maximum.at(saddles, inverse, np.concatenate(values))
     pair_low, pair_high = keys // (n_pieces + 1), keys % (n_pieces + 1)
     areas = np.bincount(pieces.ravel(), minlength=n_pieces + 1)
     together = (areas[pair_low] + areas[pair_high]) / single_area
     ratio = np.minimum(NECK_RATIO + NECK_RATIO_PER_LOG_SIZE * np.log(together), MAX_NECK_RATIO)
-    wide = saddles > ratio * np.minimum(peaks[pair_low], peaks[pair_high])
+    wide = saddles[0] > ratio * np.minimum(peaks[0, pair_low], peaks[0, pair_high])
     inside = pieces > 0
     level = np.bincount(pieces[inside], signal[inside], minlength=n_pieces + 1) / np.maximum(
         areas, 1
     )
     fainter = np.minimum(level[pair_low], level[pair_high])
     wide &= fainter >= SAME_NUCLEUS_LEVEL_RATIO * np.maximum(level[pair_low], level[pair_high])
+    # no waist in the outline: a dark band across one nucleus cut its core, not its outline
+    no_waist = saddles[1] > OUTLINE_NECK_RATIO * np.minimum(peaks[1, pair_low], peaks[1, pair_high])
+    wide |= no_waist & (together < OUTLINE_MAX_NUCLEI)
     if not wide.any():
         return pieces, n_pieces
     from scipy.sparse import coo_matrix
