@@ -12,6 +12,8 @@ meaning:
    Otsu, so a few very bright nuclei cannot lift it above dim ones) and above 40 % of the
    brightest pixel in a window 0.7 nucleus diameters wide (a local threshold: necks between
    touching nuclei open, and a bright nucleus cannot hide a dim one, even one it touches);
+   components with no pixel above that threshold in a window 1.3 diameters wide are the glow
+   of stained cytoplasm around brighter nuclei and go;
 3. components over 0.6 typical nuclei are split by a watershed of the distance transform of
    their bright core (above half the local peak), seeds at least 0.3 d apart; pieces merge
    back unless the neck between them is narrower than 65 % of the smaller one's inscribed
@@ -85,6 +87,12 @@ OUTLINE_MAX_NUCLEI = 2.0
 #: 0.7, every simulated scenario up, real sources within 0.01)
 LOCAL_FRACTION_OF_PEAK = 0.4
 LOCAL_WINDOW_DIAMETERS = 0.7
+#: ... and a component none of whose pixels passes the same test in a window
+#: ``ANCHOR_WINDOW_DIAMETERS`` wide lies wholly in the glow around brighter nuclei (stained
+#: cytoplasm): it is dropped. A dim nucleus beside a bright one reaches beyond that glow.
+#: (mnfinder, 49 images: F1 0.908 with the narrow window alone, 0.918 with the anchor; the
+#: simulated scenarios keep the narrow window's gains)
+ANCHOR_WINDOW_DIAMETERS = 1.3
 #: only to size the search in a field with no nucleus to measure and no pixel size
 DEFAULT_PIXEL_SIZE_UM = 0.65
 #: objects fainter than this fraction of the typical nucleus' bright level are not nuclei
@@ -697,6 +705,14 @@ def segment_nuclei_grid(
     window = 2 * int(round(LOCAL_WINDOW_DIAMETERS * diameter / 2.0)) + 1
     foreground = (signal > floor) & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, window))
     components, n_components = ndi.label(foreground)
+    # components wholly in the glow of brighter nuclei (none of their pixels passes the
+    # threshold in a wider window) are stained cytoplasm
+    wide = 2 * int(round(ANCHOR_WINDOW_DIAMETERS * diameter / 2.0)) + 1
+    anchored = foreground & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, wide))
+    has_anchor = np.bincount(components[anchored], minlength=n_components + 1) > 0
+    has_anchor[0] = False
+    if not has_anchor[1:].all():
+        components, n_components = ndi.label(has_anchor[components])
     index = index_labels(components, n_components)
     if settings.split_touching and n_components:
         components, n_components = _split_clumps(
