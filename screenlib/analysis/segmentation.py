@@ -248,9 +248,9 @@ def _split_clumps(
         clump_bottom - clump_top,
         clump_right - clump_left,
     )
-    pieces = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
+    pieces, outline_distance = _flood_clumps(distance, markers, n_markers, clump_index, inner_boxes)
     pieces, n_markers = _merge_wide_necks(
-        pieces, distance, mosaic_signal, n_markers, single_area, _chamfer_distance(mask)
+        pieces, distance, mosaic_signal, n_markers, single_area, outline_distance
     )
     # a clump without a seed (a thin, elongated object) stays one object
     orphan = mask & (pieces == 0)
@@ -376,13 +376,14 @@ def _flood_clumps(
     n_markers: int,
     clump_index: np.ndarray,
     boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Watershed of ``-distance`` from ``markers`` within each clump of ``clump_index``.
 
     A clump with one seed is that seed's piece, one without stays 0; only clumps with two or
     more seeds are flooded, repacked into a smaller mosaic from their ``boxes`` (top, left,
     height, width in ``clump_index``). Flooding is local to each clump, so this is the watershed
     of the whole mosaic up to the order in which pixels of equal value are taken (ties).
+    Also returns the distance to the clump's outline on the flooded clumps (0 elsewhere).
     """
     n_clumps = boxes[0].size
     seed_pixels = np.flatnonzero(markers != 0)
@@ -394,9 +395,10 @@ def _flood_clumps(
     single[0] = False
     only_seed[clump_of_marker[single]] = np.flatnonzero(single)
     pieces = only_seed[clump_index]
+    outline_distance = np.zeros(clump_index.shape, dtype=np.float32)
     several = np.flatnonzero(n_seeds[1:] >= 2)  # 0-based clump numbers
     if several.size == 0:
-        return pieces
+        return pieces, outline_distance
     tops, lefts, heights, widths = (box[several] for box in boxes)
     rows, columns, shape = _pack_boxes(heights, widths, width=max(int(widths.max()) + 2, 256))
     sub_distance = np.zeros(shape, dtype=np.float32)
@@ -414,9 +416,13 @@ def _flood_clumps(
         sub_markers[target] = markers[source]
         places.append((source, target))
     flooded = watershed(-sub_distance, sub_markers, mask=sub_mask)
+    sub_outline = _chamfer_distance(sub_mask)
     for source, target in places:
         pieces[source] = np.where(sub_mask[target], flooded[target], pieces[source])
-    return pieces
+        outline_distance[source] = np.where(
+            sub_mask[target], sub_outline[target], outline_distance[source]
+        )
+    return pieces, outline_distance
 
 
 @dataclass(frozen=True)
@@ -705,15 +711,8 @@ def segment_nuclei_grid(
     window = 2 * int(round(LOCAL_WINDOW_DIAMETERS * diameter / 2.0)) + 1
     foreground = (signal > floor) & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, window))
     components, n_components = ndi.label(foreground)
-    # components wholly in the glow of brighter nuclei (none of their pixels passes the
-    # threshold in a wider window) are stained cytoplasm
-    wide = 2 * int(round(ANCHOR_WINDOW_DIAMETERS * diameter / 2.0)) + 1
-    anchored = foreground & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, wide))
-    has_anchor = np.bincount(components[anchored], minlength=n_components + 1) > 0
-    has_anchor[0] = False
-    if not has_anchor[1:].all():
-        components, n_components = ndi.label(has_anchor[components])
     index = index_labels(components, n_components)
+    components, index = _drop_unanchored(components, index, signal, diameter)
     if settings.split_touching and n_components:
         components, n_components = _split_clumps(
             components,
@@ -739,6 +738,27 @@ def segment_nuclei_grid(
     edges[0] = np.inf
     baseline = level if noise_scale is None else level * noise_scale
     return GridSegmentation(labels, background + baseline, edges, floor)
+
+
+def _drop_unanchored(
+    components: np.ndarray, index: LabelIndex, signal: np.ndarray, diameter: float
+) -> tuple[np.ndarray, LabelIndex]:
+    """Drop the components wholly in the glow of brighter nuclei (stained cytoplasm): none of
+    their pixels passes the local threshold in a window ``ANCHOR_WINDOW_DIAMETERS`` wide.
+    Their ids stay unused."""
+    if index.pixels.size == 0:
+        return components, index
+    wide = 2 * int(round(ANCHOR_WINDOW_DIAMETERS * diameter / 2.0)) + 1
+    values = signal.ravel()[index.pixels]
+    passes = values > LOCAL_FRACTION_OF_PEAK * window_max(signal, wide).ravel()[index.pixels]
+    has_anchor = np.bincount(index.object_ids[passes], minlength=index.n_labels + 1) > 0
+    has_anchor[0] = True
+    if has_anchor.all():
+        return components, index
+    dropped = ~has_anchor[index.object_ids]
+    components = components.copy()
+    components.ravel()[index.pixels[dropped]] = 0
+    return components, subset_index(index, ~dropped)
 
 
 def _refine_edges(
