@@ -81,8 +81,8 @@ def test_real_images_are_segmented_at_unknown_scale(real_scores):
     assert np.mean(list(f1.values())) >= 0.90, f1
     # the worst, HeLa confocal 40x (20 nuclei), annotates micronuclei beside their nucleus as
     # nuclei of their own; the kernel joins small pieces close together (the fragments of one
-    # apoptotic nucleus count once), so one nucleus more or less moves it by 0.02
-    assert min(f1.values()) >= 0.75, f1
+    # apoptotic nucleus count once)
+    assert min(f1.values()) >= 0.78, f1
     assert mean_ap >= 0.55, mean_ap
 
 
