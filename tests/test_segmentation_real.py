@@ -24,6 +24,9 @@ from screenlib.simulate import render_bright_among_dim, render_field
 DATA = Path(__file__).parent / "data" / "nuclei"
 NAMES = sorted(path.name.removesuffix("_labels.tif") for path in DATA.glob("*_labels.tif"))
 HOECHST = get_stain("hoechst")
+#: sources whose reference masks leave out nuclei cut by the image edge (the Cell Tracking
+#: Challenge's): scored without edge-touching objects on either side
+NO_EDGE_NUCLEI = ("ctc",)
 
 
 def real(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +41,19 @@ def segment(image: np.ndarray, settings: AssaySettings | None = None) -> np.ndar
     return result.labels
 
 
+def without_edge_objects(labels: np.ndarray) -> np.ndarray:
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.where(np.isin(labels, edge[edge > 0]), 0, labels)
+
+
 @pytest.fixture(scope="module")
 def real_scores() -> dict[str, tuple]:
     scores = {}
     for name in NAMES:
         image, truth = real(name)
         labels = segment(image)
+        if name.startswith(NO_EDGE_NUCLEI):
+            truth, labels = without_edge_objects(truth), without_edge_objects(labels)
         scores[name] = (
             match_labels(truth, labels),
             average_precision(truth, labels),
@@ -52,9 +62,13 @@ def real_scores() -> dict[str, tuple]:
     return scores
 
 
-def test_real_images_from_two_sources_are_bundled():
-    assert len(NAMES) >= 8
-    assert {name.split("_")[0] for name in NAMES} == {"dsb2018", "mnfinder"}
+def source(name: str) -> str:
+    return name.split("_")[0]
+
+
+def test_real_images_from_three_sources_are_bundled():
+    assert len(NAMES) >= 10
+    assert {source(name) for name in NAMES} == {"ctc", "dsb2018", "mnfinder"}
 
 
 def test_real_images_are_segmented_at_unknown_scale(real_scores):
@@ -65,8 +79,39 @@ def test_real_images_are_segmented_at_unknown_scale(real_scores):
     f1 = {name: score[0].f1 for name, score in real_scores.items()}
     mean_ap = np.mean([score[1] for score in real_scores.values()])
     assert np.mean(list(f1.values())) >= 0.90, f1
+    # the worst, HeLa confocal 40x (20 nuclei), annotates micronuclei beside their nucleus as
+    # nuclei of their own; the kernel joins small pieces close together (the fragments of one
+    # apoptotic nucleus count once)
     assert min(f1.values()) >= 0.78, f1
     assert mean_ap >= 0.55, mean_ap
+
+
+def test_every_real_source_is_segmented(real_scores):
+    # generality across sources (labs, microscopes, stains): no source's mean falls far behind
+    by_source: dict[str, list] = {}
+    for name, score in real_scores.items():
+        by_source.setdefault(source(name), []).append(score)
+    for name, scores in by_source.items():
+        assert np.mean([score[0].f1 for score in scores]) >= 0.90, name  # the issue's targets
+        assert np.mean([score[1] for score in scores]) >= 0.55, name
+
+
+def test_touching_pairs_of_small_nuclei_are_split(real_scores):
+    # BBBC038: with split seeds from the core above 30 % of the local peak, 17 of 125 nuclei
+    # stayed merged in touching pairs (F1 0.862, count -8.8 %); from the half-maximum core 10,
+    # and textured nuclei whose core that cuts stay whole when their outline has no waist
+    match = real_scores["dsb2018_stardist_img2d"][0]
+    assert match.f1 >= 0.90, match
+    assert real_scores["dsb2018_stardist_img2d"][1] >= 0.55
+    assert match.count_error <= 0.05, match
+
+
+def test_dim_nuclei_among_bright_ones_are_found(real_scores):
+    # Cell Tracking Challenge HeLa (H2B-GFP): low-expressing cells' nuclei at a fifth of the
+    # typical level were dropped as faint cytoplasm (F1 0.905, count -12 %)
+    matches = [score[0] for name, score in real_scores.items() if source(name) == "ctc"]
+    assert np.mean([match.f1 for match in matches]) >= 0.93, matches
+    assert max(match.count_error for match in matches) <= 0.08, matches
 
 
 def test_real_outlines_match_the_annotations(real_scores):
