@@ -193,10 +193,9 @@ def test_nucleus_crossed_by_a_dark_band_is_not_split(band_level):
     assert segment_nuclei(image, nucleus_diameter_px=19).max() == 1
 
 
-def test_dim_nucleus_on_dark_background_is_kept_faint_cytoplasm_is_not():
-    # both at a fifth of the typical level: the dim nucleus stands out from its dark
-    # surroundings, the brighter lobe of a cell's cytoplasm does not (the dim nuclei were
-    # all dropped, 41 of 315 in the Cell Tracking Challenge HeLa frames)
+def _ten_bright_nuclei_and(draw) -> np.ndarray:
+    """A 256² nuclear image: ten bright nuclei (20 px) that set the typical level, what
+    ``draw(image, disc)`` adds, blur, background and noise."""
     yy, xx = np.mgrid[:256, :256]
     image = np.zeros((256, 256), np.float32)
 
@@ -206,12 +205,22 @@ def test_dim_nucleus_on_dark_background_is_kept_faint_cytoplasm_is_not():
     for cy in (30, 80, 130, 180, 230):
         for cx in (30, 80):
             disc(cy, cx, 10, 100)
-    disc(130, 140, 10, 20)  # the dim nucleus
-    image[100:150, 180:230] = 12  # a cell's cytoplasm, its nucleus and a brighter lobe
-    disc(130, 210, 10, 100)
-    disc(112, 192, 8, 20)
+    draw(image, disc)
     noise = np.random.default_rng(0).normal(0, 1, image.shape)
-    labels = segment_nuclei(ndi.gaussian_filter(image, 1.0) + 10 + noise, nucleus_diameter_px=20)
+    return ndi.gaussian_filter(image, 1.0) + 10 + noise
+
+
+def test_dim_nucleus_on_dark_background_is_kept_faint_cytoplasm_is_not():
+    # both at a fifth of the typical level: the dim nucleus stands out from its dark
+    # surroundings, the brighter lobe of a cell's cytoplasm does not (the dim nuclei were
+    # all dropped, 41 of 315 in the Cell Tracking Challenge HeLa frames)
+    def draw(image, disc):
+        disc(130, 140, 10, 20)  # the dim nucleus
+        image[100:150, 180:230] = 12  # a cell's cytoplasm, its nucleus and a brighter lobe
+        disc(130, 210, 10, 100)
+        disc(112, 192, 8, 20)
+
+    labels = segment_nuclei(_ten_bright_nuclei_and(draw), nucleus_diameter_px=20)
     assert labels.max() == 12
     assert labels[130, 140] > 0 and labels[112, 192] == 0
 
@@ -220,21 +229,13 @@ def test_cytoplasm_glow_around_a_nucleus_is_not_a_nucleus_a_touching_dim_one_is(
     # both at 35 % of a bright nucleus: the glow of stained cytoplasm lies wholly within its
     # reach, the dim nucleus reaches beyond it (a local window 0.7 diameters wide alone made
     # the outer glow an object: 14-20 in some mnfinder MCC13 DAPI images)
-    yy, xx = np.mgrid[:256, :256]
-    image = np.zeros((256, 256), np.float32)
+    def draw(image, disc):
+        disc(70, 190, 22, 35)  # a cell's cytoplasm glow around its nucleus
+        disc(70, 190, 10, 100)
+        disc(190, 170, 10, 100)  # a bright nucleus touching a dim one
+        disc(190, 190, 10, 35)
 
-    def disc(cy: int, cx: int, radius: int, level: float) -> None:
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = level
-
-    for cy in (30, 80, 130, 180, 230):
-        for cx in (30, 80):
-            disc(cy, cx, 10, 100)
-    disc(70, 190, 22, 35)  # a cell's cytoplasm glow around its nucleus
-    disc(70, 190, 10, 100)
-    disc(190, 170, 10, 100)  # a bright nucleus touching a dim one
-    disc(190, 190, 10, 35)
-    noise = np.random.default_rng(0).normal(0, 1, image.shape)
-    labels = segment_nuclei(ndi.gaussian_filter(image, 1.0) + 10 + noise, nucleus_diameter_px=20)
+    labels = segment_nuclei(_ten_bright_nuclei_and(draw), nucleus_diameter_px=20)
     assert labels.max() == 13
     assert labels[70, 172] == 0 and labels[53, 190] == 0
     assert labels[190, 195] > 0 and labels[190, 195] != labels[190, 168] > 0
