@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from screenlib.orchestrate import run as orchestrate_run
 from screenlib.orchestrate import run_plate
 from screenlib.settings import (
     AssaySettings,
@@ -508,3 +509,20 @@ def test_workers_get_screenlib_malloc_settings(cluster, monkeypatch):
     finally:
         external.close()
     assert len(tuned) == 2 and all(tuned.values()) == sys.platform.startswith("linux")
+
+
+def test_nucleus_scale_is_measured_again_by_other_analysis_code(plate_copy, tmp_path, monkeypatch):
+    plate, platemap = plate_copy
+    out = tmp_path / "out"
+
+    def scale_key() -> str:
+        return json.loads((out / "run.json").read_text())["nucleus_scale"]["key"]
+
+    options = {"scheduler": "sync", "progress": False, "report": False}
+    run_plate(plate, platemap, out, AssaySettings(), **options)
+    first = scale_key()
+    assert run_plate(plate, platemap, out, AssaySettings(), **options).n_fields_computed == 0
+    assert scale_key() == first  # same pixels, same code: the measured scale is reused
+    monkeypatch.setattr(orchestrate_run, "analysis_code_digest", lambda: "other analysis code")
+    again = run_plate(plate, platemap, out, AssaySettings(), **options)
+    assert again.n_fields_computed == N_TASKS and scale_key() != first

@@ -364,9 +364,9 @@ def nucleus_scale(
     nuclear = next(i for i, name in plan.channels if stains[name].role == "nuclear")
     n_sample = int(np.clip(round(0.04 * len(plan.field_ids)), 3, 24))
     sample = _sample_fields(plan.field_ids, n_sample)
-    key = hashlib.sha256(
-        repr((nuclear, [fingerprints[(w, f, 0)] for w, f in sample])).encode()
-    ).hexdigest()[:20]
+    # the sampled fields' pixels and the code that measures them: other code measures again
+    sampled = [fingerprints[(w, f, 0)] for w, f in sample]
+    key = hashlib.sha256(repr((nuclear, sampled, analysis_code_digest())).encode()).hexdigest()[:20]
     cached = (previous or {}).get("nucleus_scale") or {}
     if cached.get("key") == key:
         return cached
