@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.image import imsave
+from skimage.segmentation import find_boundaries
 
 from screenlib.settings import AssaySettings
 
@@ -107,37 +109,21 @@ def _crop(image: np.ndarray, center_y: float, center_x: float, half: int) -> np.
     return image[y : y + size, x : x + size]
 
 
-def _inner_edges(labels: np.ndarray) -> np.ndarray:
-    """Pixels of a labelled object with a 4-neighbour of another value (its inner outline)."""
-    edges = np.zeros(labels.shape, dtype=bool)
-    vertical = labels[1:] != labels[:-1]
-    horizontal = labels[:, 1:] != labels[:, :-1]
-    edges[1:] |= vertical
-    edges[:-1] |= vertical
-    edges[:, 1:] |= horizontal
-    edges[:, :-1] |= horizontal
-    return edges & (labels != 0)
-
-
 def _outlined(rgb: np.ndarray, labels: np.ndarray, label: int, zoom: int) -> np.ndarray:
     """Zoom a crop by an integer factor (nearest neighbour: every pixel a sharp square, no
     blur) and draw the cell's outline white, its neighbours' grey."""
     big = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
     big_labels = np.repeat(np.repeat(labels, zoom, axis=0), zoom, axis=1)
-    others = _inner_edges(np.where(big_labels == label, 0, big_labels))
+    others = find_boundaries(np.where(big_labels == label, 0, big_labels), mode="inner")
     big[others] = 0.5 * big[others] + 0.25
-    own = _inner_edges((big_labels == label).astype(np.uint8))
+    own = find_boundaries(big_labels == label, mode="inner")
     big[own] = 1.0
     return big
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an RGB float image in [0, 1] (8 bits per channel)."""
-    from PIL import Image
-
     buffer = io.BytesIO()
-    pixels = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=3)
+    imsave(buffer, np.ascontiguousarray(rgb), format="png")
     return buffer.getvalue()
 
 
