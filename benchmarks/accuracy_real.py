@@ -30,7 +30,11 @@ import numpy as np
 import tifffile
 
 from screenlib.analysis import analyze_field, match_labels
-from screenlib.analysis.metrics import average_precision, matched_ious
+from screenlib.analysis.metrics import (
+    average_precision,
+    matched_ious,
+    without_edge_objects,
+)
 from screenlib.plugins import get_stain
 from screenlib.settings import AssaySettings
 
@@ -126,12 +130,6 @@ def plain_skimage(image: np.ndarray) -> np.ndarray:
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-distance, markers, mask=mask)
-
-
-def without_edge_objects(labels: np.ndarray) -> np.ndarray:
-    """``labels`` less the objects that touch the image edge."""
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.where(np.isin(labels, edge[edge > 0]), 0, labels)
 
 
 def score(truth: np.ndarray, labels: np.ndarray, name: str = "") -> dict[str, float]:

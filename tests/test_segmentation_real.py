@@ -14,7 +14,11 @@ import tifffile
 from click.testing import CliRunner
 
 from screenlib.analysis import analyze_field, match_labels
-from screenlib.analysis.metrics import average_precision, matched_ious
+from screenlib.analysis.metrics import (
+    average_precision,
+    matched_ious,
+    without_edge_objects,
+)
 from screenlib.analysis.scale import estimate_nucleus_scale, resolve_pixel_size
 from screenlib.ingest.conventions import ExportInfo, imagexpress_tiff_description
 from screenlib.plugins import get_stain, get_stains
@@ -39,11 +43,6 @@ def segment(image: np.ndarray, settings: AssaySettings | None = None) -> np.ndar
         image[None], stains=[HOECHST], pixel_size_um=None, settings=settings or AssaySettings()
     )
     return result.labels
-
-
-def without_edge_objects(labels: np.ndarray) -> np.ndarray:
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.where(np.isin(labels, edge[edge > 0]), 0, labels)
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,18 @@ def average_precision(
         denominator = n_true + n_pred - tp
         scores.append(tp / denominator if denominator else 1.0)
     return float(np.mean(scores))
+
+
+def without_edge_objects(labels: np.ndarray) -> np.ndarray:
+    """``labels`` less the objects with a pixel on the image edge (their touching neighbours
+    stay), for references that leave out nuclei cut by the edge.
+
+    Examples
+    --------
+    >>> without_edge_objects(np.array([[1, 2, 0], [0, 2, 3], [0, 0, 3]])).tolist()
+    [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    >>> without_edge_objects(np.pad(np.array([[1, 2]]), 1)).tolist()[1]
+    [0, 1, 2, 0]
+    """
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.where(np.isin(labels, edge[edge > 0]), 0, labels)
