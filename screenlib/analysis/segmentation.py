@@ -709,10 +709,11 @@ def segment_nuclei_grid(
     # third of a nucleus diameter, so necks between touching nuclei open and a bright nucleus
     # cannot raise the threshold of a dim one beside it
     window = 2 * int(round(LOCAL_WINDOW_DIAMETERS * diameter / 2.0)) + 1
-    foreground = (signal > floor) & (signal > LOCAL_FRACTION_OF_PEAK * window_max(signal, window))
+    local_peak = window_max(signal, window)
+    foreground = (signal > floor) & (signal > LOCAL_FRACTION_OF_PEAK * local_peak)
     components, n_components = ndi.label(foreground)
     index = index_labels(components, n_components)
-    components, index = _drop_unanchored(components, index, signal, diameter)
+    components, index = _drop_unanchored(components, index, signal, local_peak, window, diameter)
     if settings.split_touching and n_components:
         components, n_components = _split_clumps(
             components,
@@ -741,16 +742,24 @@ def segment_nuclei_grid(
 
 
 def _drop_unanchored(
-    components: np.ndarray, index: LabelIndex, signal: np.ndarray, diameter: float
+    components: np.ndarray,
+    index: LabelIndex,
+    signal: np.ndarray,
+    local_peak: np.ndarray,
+    window: int,
+    diameter: float,
 ) -> tuple[np.ndarray, LabelIndex]:
     """Drop the components wholly in the glow of brighter nuclei (stained cytoplasm): none of
     their pixels passes the local threshold in a window ``ANCHOR_WINDOW_DIAMETERS`` wide.
-    Their ids stay unused."""
+    ``local_peak`` is ``signal``'s maximum over the (narrower) ``window`` of the foreground
+    test. Their ids stay unused."""
     if index.pixels.size == 0:
         return components, index
-    wide = 2 * int(round(ANCHOR_WINDOW_DIAMETERS * diameter / 2.0)) + 1
+    wide = max(2 * int(round(ANCHOR_WINDOW_DIAMETERS * diameter / 2.0)) + 1, window)
+    # the maximum over the wide window is the maximum of the narrow windows' maxima within it
+    wide_peak = window_max(local_peak, wide - window + 1)
     values = signal.ravel()[index.pixels]
-    passes = values > LOCAL_FRACTION_OF_PEAK * window_max(signal, wide).ravel()[index.pixels]
+    passes = values > LOCAL_FRACTION_OF_PEAK * wide_peak.ravel()[index.pixels]
     has_anchor = np.bincount(index.object_ids[passes], minlength=index.n_labels + 1) > 0
     has_anchor[0] = True
     if has_anchor.all():
