@@ -69,16 +69,22 @@ def ring_labels(labels: np.ndarray, width_px: int, gap_px: int = 0) -> np.ndarra
     return np.where(labels == 0, cells, 0).astype(labels.dtype, copy=False)
 
 
-def _labels_within(
+def labels_within(
     labels: np.ndarray, distance_px: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The labels (compacted), and the highest and lowest nonzero label within
-    ``distance_px`` (chessboard) of each pixel; both are 0 / the dtype's maximum where none."""
+    ``distance_px`` (chessboard) of each pixel; both are 0 where there is none."""
     size = 2 * max(1, int(distance_px)) + 1
     compact = _compact(labels)
     highest = window_max(compact, size)
-    empty = np.iinfo(compact.dtype).max
-    lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+    if compact.dtype == np.uint16:
+        # label - 1 wraps 0 round to the top of the range, where a minimum never picks it;
+        # + 1 wraps it back to 0 (one subtraction instead of a masked copy)
+        lowest = window_min(compact - np.uint16(1), size) + np.uint16(1)
+    else:
+        empty = np.iinfo(compact.dtype).max
+        lowest = window_min(np.where(compact > 0, compact, empty).astype(compact.dtype), size)
+        lowest[lowest == empty] = 0
     return compact, highest, lowest
 
 
@@ -95,7 +101,7 @@ def shared_reach(labels: np.ndarray, reach_px: int) -> np.ndarray:
     >>> shared_reach(nuclei, 3).astype(int).tolist()
     [[0, 0, 0, 0, 1, 0, 0, 0, 0]]
     """
-    _, highest, lowest = _labels_within(labels, reach_px)
+    _, highest, lowest = labels_within(labels, reach_px)
     return (highest > 0) & (lowest != highest)
 
 
@@ -106,6 +112,6 @@ def background_annulus_labels(cell_labels: np.ndarray, width_px: int) -> np.ndar
     cell; pixels that two cells could claim are left out, so a neighbour's membrane or nucleus
     never counts as background.
     """
-    compact, highest, lowest = _labels_within(cell_labels, width_px)
+    compact, highest, lowest = labels_within(cell_labels, width_px)
     annulus = (compact == 0) & (highest > 0) & (highest == lowest)
     return np.where(annulus, highest, 0).astype(cell_labels.dtype, copy=False)

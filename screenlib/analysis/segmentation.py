@@ -42,7 +42,8 @@ from skimage.segmentation import watershed
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
 from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
 from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM, estimate_nucleus_scale
-from screenlib.analysis.windows import window_max, window_min
+from screenlib.analysis.regions import labels_within
+from screenlib.analysis.windows import window_max
 from screenlib.settings import SegmentationSettings
 
 #: nuclei are segmented on a grid where the typical nucleus spans about this many pixels
@@ -432,13 +433,15 @@ class GridSegmentation:
     ``labels`` (int32, grid); ``baseline``: the grid's background (and noise level) map to
     subtract from intensities; ``edge_levels[k]``: nucleus ``k``'s edge, the level above the
     baseline where its outline lies (index 0 unused); ``floor``: the noise floor above the
-    baseline (a number or a grid map).
+    baseline (a number or a grid map); ``areas[k]``: nucleus ``k``'s grid pixels (index 0
+    unused; None: counted from ``labels`` where needed).
     """
 
     labels: np.ndarray
     baseline: np.ndarray
     edge_levels: np.ndarray
     floor: float | np.ndarray
+    areas: np.ndarray | None = None
 
 
 def refine_outlines(
@@ -484,10 +487,7 @@ def refine_outlines(
     change = np.zeros(n_labels + 1, dtype=np.int64)
     if factor == 1 or n_labels == 0:
         return full, change
-    compact = labels.astype(np.uint16) if n_labels < 2**16 else labels
-    highest = window_max(compact, 3)
-    others = np.where(compact > 0, compact, np.iinfo(compact.dtype).max).astype(compact.dtype)
-    lowest = window_min(others, 3)
+    compact, highest, lowest = labels_within(labels, 1)
     outline = (highest != compact) | ((compact > 0) & (lowest != compact))
     blocks = np.flatnonzero(outline)
     own = labels.ravel()[blocks]
@@ -529,7 +529,8 @@ def refine_outlines(
         change -= np.bincount(own, weights=n_inside, minlength=n_labels + 1).astype(np.int64)
     new = np.where(above, candidate, 0)
     # a small nucleus whose every pixel fell under its edge level keeps its blocks
-    vanished = change + factor**2 * np.bincount(labels.ravel(), minlength=n_labels + 1) <= 0
+    areas = grid.areas if grid.areas is not None else np.bincount(labels.ravel())
+    vanished = change + factor**2 * areas[: n_labels + 1] <= 0
     vanished[0] = False
     if vanished.any():
         keep_own = vanished[own]
@@ -733,12 +734,12 @@ def segment_nuclei_grid(
         foreground=foreground,
     )
     low, high = area_limits_px(diameter_px, pixel_size_um, settings)
-    labels, new_ids = _filter_sizes(labels, low / factor**2, high / factor**2, foreground)
-    edges = np.zeros(int(labels.max()) + 1, dtype=np.float32)
+    labels, new_ids, areas = _filter_sizes(labels, low / factor**2, high / factor**2, foreground)
+    edges = np.zeros(areas.size, dtype=np.float32)
     edges[new_ids[1:]] = np.maximum(EDGE_FRACTION_OF_PEAK * bright[1 : new_ids.size], 0)
     edges[0] = np.inf
     baseline = level if noise_scale is None else level * noise_scale
-    return GridSegmentation(labels, background + baseline, edges, floor)
+    return GridSegmentation(labels, background + baseline, edges, floor, areas)
 
 
 def _drop_unanchored(
@@ -908,9 +909,10 @@ def _merge_fragments(
 
 def _filter_sizes(
     labels: np.ndarray, min_area: float, max_area: float, foreground: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop objects outside the area limits (grid pixels) and renumber 1..N (``foreground``
-    as in :func:`_merge_fragments`); also returns the new id of every old one (0: dropped)."""
+    as in :func:`_merge_fragments`); also returns the new id of every old one (0: dropped)
+    and the area of every new one (index 0 unused)."""
     object_ids = labels.ravel()[foreground]
     area = np.bincount(object_ids, minlength=1)
     keep = (area >= min_area) & (area <= max_area)
@@ -919,4 +921,4 @@ def _filter_sizes(
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     filtered = np.zeros(labels.shape, dtype=np.int32)
     filtered.ravel()[foreground] = new_ids[object_ids]
-    return filtered, new_ids
+    return filtered, new_ids, np.concatenate([[0], area[keep]])

@@ -34,18 +34,24 @@ def _pad_edge(image: np.ndarray, radius: int, axis: int) -> np.ndarray:
 
 def _window_extreme_1d(image: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
     radius = size // 2
-    running = _pad_edge(image, radius, axis)  # edge values are values inside the window
+    padded = _pad_edge(image, radius, axis)  # edge values are values inside the window
+    # neighbours along ``axis`` lie ``unit`` elements apart in the flat padded array, so each
+    # doubling step is one ufunc call on two long contiguous slices (several times faster
+    # than row by row); positions that mix two rows fall in the padding, which is cut off
+    unit = padded.strides[axis] // padded.itemsize
+    source, target = padded.ravel(), np.empty(padded.size, dtype=padded.dtype)
+    length = source.size
     covered = 1
     while covered < size:
         step = min(covered, size - covered)
-        length = running.shape[axis] - step
-        lower = [slice(None)] * image.ndim
-        upper = [slice(None)] * image.ndim
-        lower[axis] = slice(0, length)
-        upper[axis] = slice(step, step + length)
-        running = op(running[tuple(lower)], running[tuple(upper)])
+        shift = step * unit
+        op(source[: length - shift], source[shift:length], out=target[: length - shift])
+        length -= shift
+        source, target = target, source
         covered += step
-    return running
+    index = [slice(None)] * image.ndim
+    index[axis] = slice(0, image.shape[axis])
+    return source.reshape(padded.shape)[tuple(index)]
 
 
 def _window_extreme(image: np.ndarray, size: int, op: np.ufunc) -> np.ndarray:
