@@ -41,8 +41,8 @@ from skimage.segmentation import watershed
 
 from screenlib.analysis.correction import block_mean, smooth_background, upsample_nearest
 from screenlib.analysis.measure import LabelIndex, index_labels, subset_index
-from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM, estimate_nucleus_scale
 from screenlib.analysis.regions import labels_within
+from screenlib.analysis.scale import TYPICAL_NUCLEUS_DIAMETER_UM, estimate_nucleus_scale
 from screenlib.analysis.windows import window_max
 from screenlib.settings import SegmentationSettings
 
