@@ -281,9 +281,11 @@ def _pair_saddles(
     per map: the highest value along the pair's shared boundary, each boundary step taking
     the lower of its two sides) and the peaks (one row per map, indexed by piece id).
     """
-    peaks = np.zeros((len(maps), n_pieces + 1), dtype=np.float32)
+    peaks = np.zeros((len(maps), n_pieces + 1), dtype=np.float32)  # maps are >= 0
+    inside = np.flatnonzero(pieces.ravel() > 0)
+    piece_of = pieces.ravel()[inside]
     for row, values in zip(peaks, maps, strict=True):
-        np.maximum.at(row, pieces.ravel(), values.ravel())
+        np.maximum.at(row, piece_of, values.ravel()[inside])
     firsts, seconds, steps = [], [], []
     for a, b, before, after in (
         (pieces[:, :-1], pieces[:, 1:], np.s_[:, :-1], np.s_[:, 1:]),
