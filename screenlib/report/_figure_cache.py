@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "figures.json"
 FIGURE_PREFIXES = ("plate_", "curve_", "gating_", "gallery_", "gr_")
 # the modules whose code decides what a figure looks like: a change to any redraws all
-_FIGURE_CODE = ("report/figures.py", "report/gallery.py", "report/_figure_cache.py",
-                "doseresponse/model.py")  # fmt: skip
+_FIGURE_CODE = ("report/figures.py", "report/plate_figures.py", "report/gallery.py",
+                "report/_figure_cache.py", "doseresponse/model.py")  # fmt: skip
 
 
 def slug(value: Any) -> str:
