@@ -364,11 +364,12 @@ def qc_heatmap(
 
 
 def grid_rgb(image: Image.Image, geometry: PlateGeometry, n_panels: int = 1,
-             panels_per_row: int = 1, legend_width_in: float = 1.15) -> np.ndarray:  # fmt: skip
-    """The colour at the centre of each well of panel 0 (rows x columns x 3), e.g. for tests:
-    a well's colour read back from the drawn map."""
+             panels_per_row: int = 1, legend_width_in: float = 1.15,
+             panel: int = 0) -> np.ndarray:  # fmt: skip
+    """The colour of each well of ``panel`` (rows x columns x 3) read back from a drawn map
+    (e.g. by tests), at a point clear of the well's value and marker."""
     layout = _Layout(geometry, legend_width_in, n_panels, panels_per_row)
-    x0, y0 = layout.origin(0)
+    x0, y0 = layout.origin(panel)
     pixels = np.asarray(image)
     # right of the centre and above it: clear of the value (centre) and the marker (top left)
     rows = [round(y0 + (r + 0.35) * layout.cell) for r in range(geometry.n_rows)]
