@@ -187,3 +187,28 @@ def test_a_gating_change_redraws_the_changed_figures_and_reuses_the_rest_unchang
     for name in redrawn:  # drawn again because its picture changed
         assert before[name].shape != after[name].shape or not np.array_equal(
             before[name], after[name]), name  # fmt: skip
+
+
+# --- gallery: the mosaic is made of the very pixels each crop's PNG holds ------------------
+
+
+def test_gallery_mosaic_tiles_are_the_crops_pixels(tmp_path):
+    from test_report import _gallery_plate
+
+    from screenlib.report.gallery import cell_gallery, choose_example_cells, gallery_mosaic
+
+    settings = AssaySettings()
+    plate, cells = _gallery_plate(tmp_path / "plate.zarr", settings)
+    crops = cell_gallery(plate, cells, settings)
+    assert len({crop.cell_class for crop in crops}) >= 3
+    for crop in crops:  # the PNG embedded in the report holds exactly the kept pixels
+        decoded = np.asarray(Image.open(io.BytesIO(crop.png)).convert("RGB"))
+        assert crop.pixels.dtype == np.uint8 and np.array_equal(decoded, crop.pixels)
+    from_pixels = gallery_mosaic(crops)
+    from_png = gallery_mosaic([dataclasses.replace(crop, pixels=None) for crop in crops])
+    assert from_pixels.dtype == np.uint8 and np.array_equal(from_pixels, from_png)
+    # the chooser never picks an object touching the border, and is the same on every run
+    chosen = choose_example_cells(cells, per_class=3)
+    assert not chosen["touches_border"].any()
+    assert chosen.equals(choose_example_cells(cells, per_class=3))
+    assert (chosen["gallery_class"] == chosen["cell_class"].astype(str)).all()

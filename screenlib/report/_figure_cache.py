@@ -47,10 +47,12 @@ def slug(value: Any) -> str:
 
 @cache
 def figure_code_version() -> str:
-    """Hash of the figure-drawing code, matplotlib's and screenlib's versions."""
+    """Hash of the figure-drawing code, screenlib's, matplotlib's and Pillow's versions."""
     import matplotlib
+    import PIL
 
-    digest = hashlib.sha256(f"{screenlib.__version__}|{matplotlib.__version__}".encode())
+    versions = f"{screenlib.__version__}|{matplotlib.__version__}|{PIL.__version__}"
+    digest = hashlib.sha256(versions.encode())
     package = Path(screenlib.__file__).parent
     for name in _FIGURE_CODE:
         digest.update((package / name).read_bytes())
