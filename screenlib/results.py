@@ -158,7 +158,8 @@ class RunResults:
         return figure
 
     def plate_heatmap(self, column: str = "apoptotic_fraction", timepoint: int = 0):
-        """A plate-layout heatmap of one ``wells.csv`` column; returns the Figure."""
+        """A plate-layout heatmap of one ``wells.csv`` column, as the report draws it: a
+        ``PIL.Image.Image`` (Jupyter shows it; ``.save("map.png")`` writes it)."""
         from screenlib.report.figures import plate_geometry, plate_heatmap
 
         wells = self.wells

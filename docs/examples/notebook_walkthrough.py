@@ -29,7 +29,7 @@ first = fitted.iloc[0]
 figure = run.plot_curve(first["sample"], first["compound"], "apoptotic_fraction")
 figure.savefig(out / "walkthrough_curve.png", dpi=120)
 heatmap = run.plate_heatmap("apoptotic_fraction")
-heatmap.savefig(out / "walkthrough_heatmap.png", dpi=120)
+heatmap.save(out / "walkthrough_heatmap.png")  # an image, as in the report
 
 # %% Open it again later, from the folder alone
 again = screenlib.open_run(out)

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "figures.json"
 FIGURE_PREFIXES = ("plate_", "curve_", "gating_", "gallery_", "gr_")
 # the modules whose code decides what a figure looks like: a change to any redraws all
-_FIGURE_CODE = ("report/figures.py", "report/gallery.py", "report/_figure_cache.py",
-                "doseresponse/model.py")  # fmt: skip
+_FIGURE_CODE = ("report/figures.py", "report/plate_figures.py", "report/gallery.py",
+                "report/_figure_cache.py", "doseresponse/model.py")  # fmt: skip
 
 
 def slug(value: Any) -> str:
@@ -47,10 +47,12 @@ def slug(value: Any) -> str:
 
 @cache
 def figure_code_version() -> str:
-    """Hash of the figure-drawing code, matplotlib's and screenlib's versions."""
+    """Hash of the figure-drawing code, screenlib's, matplotlib's and Pillow's versions."""
     import matplotlib
+    import PIL
 
-    digest = hashlib.sha256(f"{screenlib.__version__}|{matplotlib.__version__}".encode())
+    versions = f"{screenlib.__version__}|{matplotlib.__version__}|{PIL.__version__}"
+    digest = hashlib.sha256(versions.encode())
     package = Path(screenlib.__file__).parent
     for name in _FIGURE_CODE:
         digest.update((package / name).read_bytes())

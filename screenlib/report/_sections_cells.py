@@ -24,7 +24,13 @@ from screenlib.report._sections import (
     well_qc_status,
 )
 from screenlib.report._view import finite, image, table_view, text
-from screenlib.report.gallery import GALLERY_CLASSES, GALLERY_ROWS, cell_gallery, gallery_mosaic
+from screenlib.report.gallery import (
+    GALLERY_CLASSES,
+    GALLERY_ROWS,
+    cell_gallery,
+    gallery_mosaic,
+    png_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +292,11 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         of_class = [c for c in crops if c.cell_class == cell_class]
         label, color = GALLERY_ROW_LABELS[cell_class]
         if of_class:
-            from matplotlib.image import imsave
-
             writer.image(
                 f"gallery_{cell_class}",
-                lambda path, of_class=of_class: imsave(path, gallery_mosaic(of_class)),
+                lambda path, of_class=of_class: path.write_bytes(
+                    png_bytes(gallery_mosaic(of_class))
+                ),
                 [crop.png for crop in of_class],
             )
         items = []

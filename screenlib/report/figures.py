@@ -1,29 +1,37 @@
-"""Figures of the report: plate heatmaps, dose-response curves and Annexin V / PI quadrants.
+"""Figures of the report: dose-response curves and Annexin V / PI quadrants (matplotlib), and
+the plate maps (drawn as pixels: :mod:`screenlib.report.plate_figures`, re-exported here).
 
-Each function takes tables and returns a matplotlib ``Figure`` (Agg backend, no display);
-:func:`save_figure` writes it as PNG (and SVG, for the figures taken to slides).
+Each curve or quadrant function takes tables and returns a matplotlib ``Figure`` (Agg backend,
+no display); :func:`save_figure` writes it, or a plate map's image, as PNG (and a Figure also as
+SVG, for the figures taken to slides).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg", force=False)  # never open a window; a report is written headless
 
-import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import matplotlib.transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from screenlib.platemap import PlateGeometry, geometry_for_wells, split_well  # noqa: E402
+from screenlib.platemap import PlateGeometry, geometry_for_wells  # noqa: E402
+from screenlib.report.plate_figures import (  # noqa: E402, F401 - the report's plate maps
+    NO_DATA_COLOR,
+    QC_STATES,
+    plate_heatmap,
+    plate_heatmap_panels,
+    qc_heatmap,
+)
 
 #: SVG text as ``<text>`` (DejaVu Sans, else the viewer's Arial/Helvetica), not as outlines
 SVG_STYLE = {"svg.fonttype": "none"}
@@ -41,15 +49,24 @@ CLASS_LABELS = {
 }
 
 
-def save_figure(figure: Figure, stem: Path, dpi: int = 120, *, svg: bool = True) -> bytes:
+def save_figure(
+    figure: Figure | Image.Image, stem: Path, dpi: int = 120, *, svg: bool = True
+) -> bytes:
     """Write ``stem.png`` (and ``stem.svg`` when ``svg``); return the PNG bytes (for embedding).
 
+    ``figure`` is a matplotlib Figure, or an image already drawn (a plate map: PNG only).
     The PNG is compressed at zlib level 3: as sharp (lossless), a few per cent larger and
     about a third faster to write than the default level 6. The SVG keeps its text as text
     (:data:`SVG_STYLE`), so titles and labels can be edited where the figure is pasted.
     """
     stem.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
+    if isinstance(figure, Image.Image):
+        if svg:
+            raise ValueError(f"{stem.name}: an image drawn as pixels has no SVG")
+        figure.save(buffer, "png", compress_level=3)
+        stem.with_suffix(".png").write_bytes(buffer.getvalue())
+        return buffer.getvalue()
     figure.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})
     png = buffer.getvalue()
     stem.with_suffix(".png").write_bytes(png)
@@ -64,272 +81,6 @@ def plate_geometry(wells: list[str], n_wells: int | None = None) -> PlateGeometr
     if n_wells in (96, 384, 1536):
         return PlateGeometry.from_size(n_wells)
     return geometry_for_wells(list(wells))
-
-
-def _plate_grid(values: Mapping[str, float], geometry: PlateGeometry) -> np.ndarray:
-    grid = np.full((geometry.n_rows, geometry.n_columns), np.nan)
-    rows = {name: index for index, name in enumerate(geometry.row_names)}
-    for well, value in values.items():
-        row, column = split_well(well)
-        if row in rows and 1 <= column <= geometry.n_columns:
-            grid[rows[row], column - 1] = value
-    return grid
-
-
-def _plate_layout(
-    geometry: PlateGeometry,
-    legend_width_in: float = 1.15,
-    n_panels: int = 1,
-    panels_per_row: int = 1,
-):
-    """A figure of ``n_panels`` plates with square wells at fixed positions (no layout engine,
-    which is slow): returns the figure and one ``(axes, colorbar_axes)`` pair per panel."""
-    cell = 0.55 if geometry.n_columns <= 12 else 0.3 if geometry.n_columns <= 24 else 0.16
-    if n_panels > 1:
-        cell *= 0.75
-    left, right, top, bottom = 0.45, legend_width_in, 0.62, 0.15
-    panel_width = left + geometry.n_columns * cell + right
-    panel_height = top + geometry.n_rows * cell + bottom
-    n_rows = -(-n_panels // panels_per_row)
-    columns = min(n_panels, panels_per_row)
-    width, height = panel_width * columns, panel_height * n_rows
-    figure = Figure(figsize=(width, height))
-    small = geometry.n_columns > 12
-    step = 2 if geometry.n_columns > 24 else 1
-    pairs = []
-    for index in range(n_panels):
-        panel_row, panel_column = divmod(index, panels_per_row)
-        x0 = panel_column * panel_width
-        y0 = (n_rows - 1 - panel_row) * panel_height
-        axes = figure.add_axes(
-            (
-                (x0 + left) / width,
-                (y0 + bottom) / height,
-                geometry.n_columns * cell / width,
-                geometry.n_rows * cell / height,
-            )
-        )
-        colorbar_axes = figure.add_axes(
-            (
-                (x0 + left + geometry.n_columns * cell + 0.12) / width,
-                (y0 + bottom) / height,
-                0.16 / width,
-                geometry.n_rows * cell / height,
-            )
-        )
-        _well_labels(axes, geometry, step, fontsize=7 if small else 9)
-        # white lines between wells: two line collections (minor-tick grids are slow)
-        line_width = 0.8 if small else 1.5
-        axes.vlines(
-            np.arange(-0.5, geometry.n_columns + 0.5), -0.5, geometry.n_rows - 0.5,
-            colors="white", linewidths=line_width, zorder=2,
-        )  # fmt: skip
-        axes.hlines(
-            np.arange(-0.5, geometry.n_rows + 0.5), -0.5, geometry.n_columns - 0.5,
-            colors="white", linewidths=line_width, zorder=2,
-        )  # fmt: skip
-        axes.set_xlim(-0.5, geometry.n_columns - 0.5)
-        axes.set_ylim(geometry.n_rows - 0.5, -0.5)
-        for spine in axes.spines.values():
-            spine.set_visible(False)
-        pairs.append((axes, colorbar_axes))
-    return figure, pairs
-
-
-def _well_labels(axes, geometry: PlateGeometry, step: int, fontsize: float) -> None:
-    """Column numbers above the plate and row letters left of it, placed as tick labels of
-    length-0 ticks would be (3.5 pt from the edge), but as plain texts: tick objects cost
-    several times more to make and draw."""
-    axes.set_xticks([])
-    axes.set_yticks([])
-    figure = axes.figure
-    above = matplotlib.transforms.offset_copy(
-        axes.get_xaxis_transform(), figure, y=3.5, units="points"
-    )
-    left = matplotlib.transforms.offset_copy(
-        axes.get_yaxis_transform(), figure, x=-3.5, units="points"
-    )
-    for index in range(0, geometry.n_columns, step):
-        axes.text(index, 1.0, geometry.column_names[index], transform=above, ha="center",
-                  va="bottom", fontsize=fontsize)  # fmt: skip
-    for index in range(0, geometry.n_rows, step):
-        axes.text(0.0, index, geometry.row_names[index], transform=left, ha="right",
-                  va="center_baseline", fontsize=fontsize)  # fmt: skip
-
-
-def _format_value(value: float, fmt: str) -> str:
-    if fmt == "count":
-        return f"{value:.0f}"
-    if fmt == "percent":
-        return f"{100 * value:.0f}"
-    return f"{value:.2g}"
-
-
-def plate_heatmap(
-    values: Mapping[str, float],
-    geometry: PlateGeometry,
-    *,
-    title: str,
-    colorbar_label: str,
-    cmap: str = "viridis",
-    vmin: float | None = None,
-    vmax: float | None = None,
-    value_format: str = "number",
-    markers: Mapping[str, str] | None = None,
-    annotate: bool = True,
-) -> Figure:
-    """A plate-shaped heatmap of one value per well (rows as letters, columns as numbers).
-
-    Parameters
-    ----------
-    values
-        Value per well (``"A01"`` form); wells without a value are drawn light grey.
-    geometry
-        The plate's rows and columns.
-    title, colorbar_label
-        Figure title and the colour bar's label (with units).
-    value_format
-        How values are written inside the wells of plates with at most 96 wells:
-        ``"count"``, ``"percent"`` (fractions shown as %) or ``"number"``.
-    markers
-        Optional short text per well (e.g. ``"N"`` for vehicle) drawn in a corner.
-    annotate
-        Write each well's value inside it (plates of at most 96 wells only).
-    """
-    figure, [(axes, colorbar_axes)] = _plate_layout(geometry)
-    _draw_heatmap(
-        axes, colorbar_axes, values, geometry, colorbar_label=colorbar_label, cmap=cmap,
-        vmin=vmin, vmax=vmax, value_format=value_format, markers=markers, annotate=annotate,
-    )  # fmt: skip
-    figure.suptitle(title, fontsize=12, x=0.02, y=0.99, ha="left", va="top")
-    return figure
-
-
-def plate_heatmap_panels(
-    panels: list[dict], geometry: PlateGeometry, *, title: str, panels_per_row: int = 2
-) -> Figure:
-    """Several plate heatmaps in one figure (e.g. the fraction of each cell class).
-
-    ``panels`` holds dicts of :func:`plate_heatmap`'s arguments (``values``, ``title``,
-    ``colorbar_label``, ``cmap``, ``vmin``, ``vmax``, ``value_format``, ``markers``,
-    ``annotate``). One figure draws much faster than one per panel.
-    """
-    figure, pairs = _plate_layout(geometry, n_panels=len(panels), panels_per_row=panels_per_row)
-    for (axes, colorbar_axes), panel in zip(pairs, panels, strict=True):
-        options = {k: v for k, v in panel.items() if k not in ("values", "title")}
-        _draw_heatmap(axes, colorbar_axes, panel["values"], geometry, **options)
-        axes.set_title(panel["title"], fontsize=10, loc="left", pad=16)
-    figure.suptitle(title, fontsize=12, x=0.01, y=0.995, ha="left", va="top")
-    return figure
-
-
-def _draw_heatmap(
-    axes,
-    colorbar_axes,
-    values: Mapping[str, float],
-    geometry: PlateGeometry,
-    *,
-    colorbar_label: str,
-    cmap: str = "viridis",
-    vmin: float | None = None,
-    vmax: float | None = None,
-    value_format: str = "number",
-    markers: Mapping[str, str] | None = None,
-    annotate: bool = True,
-) -> None:
-    grid = _plate_grid(values, geometry)
-    colormap = matplotlib.colormaps[cmap].with_extremes(bad="#eeeeee")
-    finite = grid[np.isfinite(grid)]
-    if vmax is None and finite.size:
-        vmax = float(finite.max())
-    if vmin is None and finite.size:
-        vmin = float(finite.min())
-    if vmin is not None and vmax is not None and vmax <= vmin:
-        vmax = vmin + 1.0
-    image = axes.imshow(grid, cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto")
-    colorbar = axes.figure.colorbar(image, cax=colorbar_axes)
-    colorbar.set_label(colorbar_label)
-    if value_format == "percent":
-        colorbar.ax.yaxis.set_major_formatter(
-            matplotlib.ticker.FuncFormatter(lambda v, _: f"{100 * v:.0f} %")
-        )
-    if annotate and geometry.n_wells <= 96:
-        # the colour under each well's number, for the whole grid at once
-        rgba = colormap(image.norm(grid))
-        lightness = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
-        for (row, column), value in np.ndenumerate(grid):
-            if not np.isfinite(value):
-                continue
-            light = lightness[row, column] > 0.55
-            axes.text(
-                column + 0.08,
-                row + 0.1,
-                _format_value(value, value_format),
-                ha="center",
-                va="center",
-                fontsize=7.5,
-                color="black" if light else "white",
-            )
-    _draw_markers(axes, geometry, markers)
-
-
-def _draw_markers(axes, geometry: PlateGeometry, markers: Mapping[str, str] | None) -> None:
-    if not markers:
-        return
-    rows = {name: index for index, name in enumerate(geometry.row_names)}
-    size = 6.5 if geometry.n_wells <= 96 else 4.5
-    for well, text in markers.items():
-        row, column = split_well(well)
-        if row in rows:
-            axes.text(
-                column - 1 - 0.44,
-                rows[row] - 0.44,
-                text,
-                ha="left",
-                va="top",
-                fontsize=size,
-                fontweight="bold",
-                color="black",
-                bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-            )
-
-
-QC_STATES = (
-    ("pass", "#2c7fb8", "passed"),
-    ("expected", "#c2a5cf", "few cells, expected\n(cytotoxic dose or\npositive control)"),
-    ("caveat", "#fdb863", "usable, with a caveat\n(fields excluded, other\nvehicle reference)"),
-    ("failed", "#d7301f", "failed: too few cells\nwhere none were lost\nto the treatment"),
-)
-NO_DATA_COLOR = "#d9d9d9"
-
-
-def qc_heatmap(
-    status: Mapping[str, str], geometry: PlateGeometry, *, title: str = "Well QC"
-) -> Figure:
-    """Plate map of each well's QC state (``QC_STATES``); wells not in ``status`` are grey
-    (no data: not imaged, empty, or every field failed image QC)."""
-    code = {state: float(index) for index, (state, _, _) in enumerate(QC_STATES)}
-    values = {well: code[state] for well, state in status.items() if state in code}
-    grid = _plate_grid(values, geometry)
-    grid[~np.isfinite(grid)] = len(QC_STATES)
-    figure, [(axes, colorbar_axes)] = _plate_layout(geometry, legend_width_in=2.6)
-    colorbar_axes.set_visible(False)
-    colors = [color for _, color, _ in QC_STATES] + [NO_DATA_COLOR]
-    colormap = mcolors.ListedColormap(colors)
-    axes.imshow(grid, cmap=colormap, vmin=-0.5, vmax=len(colors) - 0.5, aspect="auto")
-    figure.suptitle(title, fontsize=12, x=0.02, y=0.99, ha="left", va="top")
-    counts = {state: sum(1 for v in values.values() if v == code[state]) for state in code}
-    n_no_data = geometry.n_rows * geometry.n_columns - len(values)
-    handles = [
-        matplotlib.patches.Patch(color=color, label=f"{label} ({counts[state]})")
-        for state, color, label in QC_STATES
-    ]
-    handles.append(matplotlib.patches.Patch(color=NO_DATA_COLOR, label=f"no data ({n_no_data})"))
-    axes.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-        fontsize=10, labelspacing=1.0,
-    )  # fmt: skip
-    return figure
 
 
 def format_molar(concentration: float) -> str:

@@ -7,12 +7,13 @@ ring. All crops share one display range per channel, so brightness compares acro
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.image import imsave
+from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from screenlib.settings import AssaySettings
@@ -62,6 +63,8 @@ class CellCrop:
     annexin: float
     pi: float
     size_px: int = 0  # width of the PNG: shown at this size, never rescaled by the browser
+    # the crop's RGB pixels (uint8), for the mosaic: no decoding of the PNG again
+    pixels: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def stain_channel_indices(channel_names: list[str], settings: AssaySettings) -> dict[str, int]:
@@ -121,9 +124,15 @@ def _outlined(rgb: np.ndarray, labels: np.ndarray, label: int, zoom: int) -> np.
     return big
 
 
-def _png(rgb: np.ndarray) -> bytes:
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """An RGB float image in [0, 1] as 8-bit pixels (truncated, as matplotlib's ``imsave``)."""
+    return (np.asarray(rgb, dtype=np.float32) * 255).astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """8-bit RGB pixels as PNG bytes (lossless; zlib level 3, as the report's figures)."""
     buffer = io.BytesIO()
-    imsave(buffer, np.ascontiguousarray(rgb), format="png")
+    Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buffer, "png", compress_level=3)
     return buffer.getvalue()
 
 
@@ -148,42 +157,45 @@ def choose_example_cells(
     """
     if "cell_class" not in cells.columns or cells.empty:
         return cells.iloc[0:0].assign(gallery_class="")
-    candidates = cells.assign(gallery_class=gallery_class(cells))
-    candidates = candidates[candidates["gallery_class"] != ""]
-    if "exclusion_reason" in candidates.columns:
-        excluded = candidates["exclusion_reason"].fillna("").astype(str) != ""
-        candidates = candidates[~excluded | (candidates["gallery_class"] == "debris")]
-    if "touches_border" in candidates.columns:
-        candidates = candidates[~candidates["touches_border"].astype(bool)]
+    # masks over the whole table and one take at the end: a table filtered once per step and
+    # per field copied every column each time
+    row_class = gallery_class(cells).to_numpy(dtype=object)
+    keep = row_class != ""
+    if "exclusion_reason" in cells.columns:
+        excluded = cells["exclusion_reason"].fillna("").astype(str).to_numpy() != ""
+        keep &= ~excluded | (row_class == "debris")
+    if "touches_border" in cells.columns:
+        keep &= ~cells["touches_border"].astype(bool).to_numpy()
     if field_shape is not None and margin_px > 0:
-        y, x = candidates["centroid_y"], candidates["centroid_x"]
+        y, x = cells["centroid_y"].to_numpy(float), cells["centroid_x"].to_numpy(float)
         inside = (y >= margin_px) & (x >= margin_px)
         inside &= (y <= field_shape[0] - margin_px) & (x <= field_shape[1] - margin_px)
         # a class found only near the border is still shown (off-centre) rather than hidden
-        shown = set(candidates["gallery_class"][inside])
-        rescued = ~inside & ~candidates["gallery_class"].isin(shown)
-        candidates = candidates[inside | rescued]
+        shown = list(set(row_class[keep & inside]))
+        keep &= inside | ~np.isin(row_class, shown)
     rng = np.random.default_rng(seed)
+    field_keys = cells[["well", "field", "timepoint"]]
     chosen = []
-    key = ["well", "field", "timepoint"]
-    for row_class in GALLERY_ROWS:
-        of_class = candidates[candidates["gallery_class"] == row_class]
-        if of_class.empty:
+    for name in GALLERY_ROWS:
+        of_class = np.flatnonzero(keep & (row_class == name))
+        if not of_class.size:
             continue
-        counts = of_class.groupby(key).size().sort_values(ascending=False, kind="stable")
-        fields = counts.index[:fields_per_class]
+        # positions (in table order) of each field's objects; fields richest in the class first
+        in_field = field_keys.iloc[of_class].groupby(list(field_keys), sort=True).indices
+        counts = pd.Series({k: len(v) for k, v in in_field.items()}, dtype=int).sort_index()
+        fields = counts.sort_values(ascending=False, kind="stable").index[:fields_per_class]
         per_field = max(1, -(-per_class // len(fields)))
         picked = []
         for field_key in fields:
-            in_field = of_class[
-                (of_class["well"] == field_key[0])
-                & (of_class["field"] == field_key[1])
-                & (of_class["timepoint"] == field_key[2])
-            ]
-            take = min(per_field, len(in_field))
-            picked.append(in_field.iloc[np.sort(rng.choice(len(in_field), take, replace=False))])
-        chosen.append(pd.concat(picked).head(per_class))
-    return pd.concat(chosen) if chosen else candidates.iloc[0:0]
+            positions = in_field[field_key]
+            take = min(per_field, len(positions))
+            picked.append(positions[np.sort(rng.choice(len(positions), take, replace=False))])
+        chosen.append(of_class[np.concatenate(picked)[:per_class]])
+    rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=int)
+    chosen_rows = cells.iloc[rows]
+    return chosen_rows.assign(
+        gallery_class=pd.Series(row_class[rows], index=chosen_rows.index, dtype=object)
+    )
 
 
 def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um: float) -> int:
@@ -264,7 +276,7 @@ def cell_gallery(
         crop_channels = _crop(np.moveaxis(image, 0, -1), row.centroid_y, row.centroid_x, half)
         crop_rgb = composite_rgb(np.moveaxis(crop_channels, -1, 0), stain_indices, display_ranges)
         crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
-        picture = _outlined(crop_rgb, crop_labels, int(row.label), zoom)
+        picture = to_uint8(_outlined(crop_rgb, crop_labels, int(row.label), zoom))
         crops.append(
             CellCrop(
                 cell_class=row.gallery_class,
@@ -272,27 +284,30 @@ def cell_gallery(
                 field=int(row.field),
                 timepoint=int(row.timepoint),
                 label=int(row.label),
-                png=_png(picture),
+                png=png_bytes(picture),
                 annexin=float(getattr(row, annexin_feature, np.nan)),
                 pi=float(getattr(row, pi_feature, np.nan)),
                 size_px=int(picture.shape[1]),
+                pixels=picture,
             )
         )
     return crops
 
 
 def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None:
-    """All crops of one class side by side (for ``figures/gallery_<class>.png``)."""
-    from matplotlib.image import imread
-
+    """All crops of one class side by side, 8-bit RGB on white (``figures/gallery_<class>.png``)."""
     if not crops:
         return None
-    tiles = [imread(io.BytesIO(crop.png))[..., :3] for crop in crops]
+    tiles = [
+        crop.pixels if crop.pixels is not None
+        else np.asarray(Image.open(io.BytesIO(crop.png)).convert("RGB"))
+        for crop in crops
+    ]  # fmt: skip
     size = tiles[0].shape[0]
     gap = 4
     n_rows = -(-len(tiles) // columns)
     width = min(len(tiles), columns)
-    mosaic = np.ones((n_rows * (size + gap) - gap, width * (size + gap) - gap, 3), np.float32)
+    mosaic = np.full((n_rows * (size + gap) - gap, width * (size + gap) - gap, 3), 255, np.uint8)
     for index, tile in enumerate(tiles):
         r, c = divmod(index, columns)
         mosaic[
