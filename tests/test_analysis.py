@@ -30,6 +30,7 @@ from screenlib.analysis import (
 )
 from screenlib.analysis.correction import block_mean, upsample_nearest
 from screenlib.analysis.measure import index_cell_regions
+from screenlib.analysis.regions import labels_within
 from screenlib.analysis.windows import window_max, window_min
 from screenlib.errors import InputError, PluginError
 from screenlib.plugins import get_stains
@@ -436,6 +437,36 @@ def test_block_mean_of_camera_pixels_is_exact(dtype, factor):
     # 16-bit pixels saturating every block: the integer sums must not overflow
     full = np.full((4 * factor, 4 * factor), np.iinfo(np.uint16).max, np.uint16)
     np.testing.assert_array_equal(block_mean(full, factor), 65535.0)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_block_mean_is_exact_on_both_sides_of_the_16_bit_sum_limit(factor, offset):
+    # the brightest pixel decides whether block sums fit 16 bits: just under, at and over it
+    rng = np.random.default_rng(factor)
+    image = rng.integers(0, 2**16 // factor**2 - 1, (8 * factor + 1, 6 * factor)).astype(np.uint16)
+    image[:factor, :factor] = 2**16 // factor**2 + offset  # one block at the limit
+    padded = np.pad(image, ((0, -image.shape[0] % factor), (0, 0)), mode="reflect")
+    sums = padded.reshape(padded.shape[0] // factor, factor, -1, factor).sum(axis=(1, 3))
+    expected = sums.astype(np.float32) * np.float32(1.0 / factor**2)
+    np.testing.assert_array_equal(block_mean(image, factor), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("n_labels", [5, 70000])
+def test_labels_within_gives_the_highest_and_lowest_label_nearby(dtype, n_labels):
+    rng = np.random.default_rng(n_labels)
+    labels = np.where(rng.random((40, 30)) < 0.2, rng.integers(1, n_labels + 1, (40, 30)), 0)
+    labels = labels.astype(dtype)
+    labels[0, 0] = n_labels  # 70000 labels do not fit 16 bits: the wide path
+    for distance in (1, 2, 4):
+        size = 2 * distance + 1
+        compact, highest, lowest = labels_within(labels, distance)
+        np.testing.assert_array_equal(compact, labels)
+        np.testing.assert_array_equal(highest, ndi.maximum_filter(labels, size, mode="nearest"))
+        others = np.where(labels > 0, labels, 2**30)  # above every label
+        expected = ndi.minimum_filter(others, size, mode="nearest")
+        np.testing.assert_array_equal(lowest, np.where(highest > 0, expected, 0))
 
 
 @pytest.mark.parametrize("size", [1, 3, 5, 7, 15])
