@@ -9,10 +9,10 @@ symmetric (quartile skewness near zero), preferring the most linear scale that a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from screenlib.robust import MAD_TO_SD, robust_sd  # noqa: F401 - re-exported
 
@@ -132,6 +132,66 @@ def _normal_logpdf(x: np.ndarray, center: np.ndarray | float, sd: float) -> np.n
     """``scipy.stats.norm.logpdf`` without its argument checks (called every EM step)."""
     z = (x - center) / sd
     return -0.5 * z * z - np.log(sd * np.sqrt(2 * np.pi))
+
+
+# The normal density, the kernel density estimate and the Theil-Sen slope below give the same
+# numbers as scipy.stats (the tests compare them bit for bit), without importing scipy.stats:
+# that import alone takes about 1.3 s, most of a re-gating run's own work.
+_SQRT_2PI = np.sqrt(2 * np.pi)
+_LOG_SQRT_2PI = np.log(_SQRT_2PI)
+
+
+def normal_pdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
+    """Normal density at ``x`` (the same numbers as ``scipy.stats.norm.pdf``)."""
+    z = (np.asarray(x, dtype=float) - center) / sd
+    return np.exp(-(z**2) / 2.0) / _SQRT_2PI / sd
+
+
+def normal_logpdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
+    """Log normal density at ``x`` (the same numbers as ``scipy.stats.norm.logpdf``)."""
+    z = (np.asarray(x, dtype=float) - center) / sd
+    return -(z**2) / 2.0 - _LOG_SQRT_2PI - np.log(sd)
+
+
+def gaussian_kde_1d(
+    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 128
+) -> np.ndarray:
+    """Gaussian kernel density estimate of ``data`` at ``points``, as
+    ``scipy.stats.gaussian_kde(data, bw_method=bw_factor)(points)`` computes it.
+
+    The kernel's SD is ``bw_factor`` times the data's sample SD. Kernels are added in data
+    order (as scipy's loop does), a block of ``chunk`` data points at a time.
+    """
+    data = np.asarray(data, dtype=float)
+    points = np.asarray(points, dtype=float)
+    weights = np.ones(data.size) / data.size
+    variance = float(np.cov(data[None], rowvar=True, bias=False, aweights=weights))
+    kernel_sd = math.sqrt(variance) * bw_factor
+    inverse = 1.0 / kernel_sd  # scipy whitens by the triangular solve, which multiplies
+    scaled_data, scaled_points = data * inverse, points * inverse
+    norm = math.pow(2 * math.pi, -0.5) / kernel_sd
+    estimate = np.zeros(points.size)
+    for start in range(0, data.size, chunk):
+        terms = np.subtract(scaled_data[start : start + chunk, None], scaled_points[None])
+        np.multiply(terms, terms, out=terms)
+        terms *= -0.5
+        np.exp(terms, out=terms)
+        terms *= norm
+        terms *= weights[start : start + chunk, None]
+        terms[0] += estimate
+        estimate = terms.sum(axis=0)  # down the rows: one after another, in data order
+    return estimate
+
+
+def theil_sen_slope(y: np.ndarray, x: np.ndarray) -> float:
+    """Median of the slopes between every pair of points with different ``x`` (Theil-Sen;
+    ``scipy.stats.theilslopes(y, x).slope``); NaN when every ``x`` is the same."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    delta_x = x[:, None] - x
+    rising = delta_x > 0
+    slopes = (y[:, None] - y)[rising] / delta_x[rising]
+    return float(np.median(slopes)) if slopes.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -321,12 +381,10 @@ def bayes_boundary(negative: NegativePopulation, positive: PositivePopulation) -
     fitted mixture).
     """
     grid = np.linspace(negative.center, positive.center, 4001)
-    log_negative = np.log1p(-positive.weight) + stats.norm.logpdf(
+    log_negative = np.log1p(-positive.weight) + normal_logpdf(
         grid, negative.center, negative.spread
     )
-    log_positive = np.log(positive.weight) + stats.norm.logpdf(
-        grid, positive.center, positive.spread
-    )
+    log_positive = np.log(positive.weight) + normal_logpdf(grid, positive.center, positive.spread)
     above = log_positive >= log_negative
     return float(grid[np.argmax(above)]) if above.any() else float(positive.center)
 
@@ -366,8 +424,8 @@ def positive_share_boundary(
     # Scott's bandwidth for the negative population alone: the whole plate's spread would
     # smooth the valley between the populations full and push the boundary up.
     bandwidth = negative.spread * x.size ** (-1 / 5)
-    observed = stats.gaussian_kde(x, bw_method=bandwidth / max(float(np.std(x)), 1e-12))(grid)
-    share = positive.weight * stats.norm.pdf(grid, positive.center, positive.spread)
+    observed = gaussian_kde_1d(x, bandwidth / max(float(np.std(x)), 1e-12), grid)
+    share = positive.weight * normal_pdf(grid, positive.center, positive.spread)
     share /= np.maximum(observed, np.finfo(float).tiny)
     reached = share >= 0.5
     if reached.any():
