@@ -896,7 +896,6 @@ def write_results(
     extra_sections: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Every output of the run, written as one set (see :mod:`outputs`)."""
-    from screenlib.report import write_report
     from screenlib.settings_template import settings_to_toml
 
     out_dir = plan.out_dir
@@ -916,6 +915,8 @@ def write_results(
             sheets = {"wells": results.wells, "fits": core, "plate QC": results.plate_qc}
             outputs.excel("results.xlsx", {**sheets, "replicates": results.replicates})
         if report:
+            from screenlib.report import write_report  # matplotlib and all: only when drawn
+
             outputs.write(
                 "report.html",
                 lambda _path: write_report(
