@@ -5,12 +5,16 @@ scipy.stats-free statistics give scipy's numbers exactly."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 from test_bad_inputs import GOOD_PLATEMAP, screenlib, write_text
@@ -33,6 +37,7 @@ from screenlib.gating._robust import (
     positive_share_boundary,
     theil_sen_slope,
 )
+from screenlib.orchestrate.run import CELLS_CACHE, concatenate_parts
 
 # modules a re-gate with every field finished has no use for (the first three cost about
 # 1.3 s, 0.2-0.4 s and 0.7 s of a fresh process)
@@ -156,3 +161,41 @@ def test_gate_boundaries_match_the_scipy_formulas():
         grid[np.argmax(share >= 0.5)],
         "positive share",
     )
+
+
+def _write_part(path: Path, values: list[float]) -> None:
+    field = int(path.name.split("_f")[1][0])
+    table = pa.table({"well": ["A01"] * len(values), "field": [field] * len(values),
+                      "timepoint": [0] * len(values), "label": list(range(1, len(values) + 1)),
+                      "annexin": values})  # fmt: skip
+    # uncompressed, plain: another value of the same type keeps the file's size
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+
+
+def test_concatenated_parts_are_reused_only_while_every_part_is_the_same(tmp_path):
+    """A re-gate reads the finished fields' cells from one kept file instead of one Parquet
+    file per field, but only while the parts are byte for byte what it was made of: a part
+    rewritten with the same size and modification time is read again."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _write_part(parts / "A01_f0_t0.parquet", [1.0, 2.0])
+    _write_part(parts / "A01_f1_t0.parquet", [3.0])
+    stems = ["A01_f0_t0", "A01_f1_t0"]
+    first = concatenate_parts(parts, stems)
+    assert (parts / CELLS_CACHE).is_file()
+    kept = (parts / CELLS_CACHE).stat().st_mtime_ns
+    again = concatenate_parts(parts, stems)
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    assert (parts / CELLS_CACHE).stat().st_mtime_ns == kept  # read, not written again
+
+    changed = parts / "A01_f1_t0.parquet"
+    before = changed.stat()
+    _write_part(changed, [30.0])
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert changed.stat().st_size == before.st_size
+    assert list(concatenate_parts(parts, stems)["annexin"]) == [1.0, 2.0, 30.0]
+    assert list(concatenate_parts(parts, stems[:1])["annexin"]) == [1.0, 2.0]
+
+    (parts / CELLS_CACHE).write_bytes(b"damaged")  # an unreadable copy is made again
+    assert list(concatenate_parts(parts, stems)["annexin"]) == [1.0, 2.0, 30.0]
+    assert pq.ParquetFile(parts / CELLS_CACHE).metadata.num_rows == 3
