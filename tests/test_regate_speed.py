@@ -41,9 +41,10 @@ from screenlib.gating.objects import connected_groups
 from screenlib.orchestrate.run import CELLS_CACHE, concatenate_parts
 
 # modules a re-gate with every field finished has no use for (scipy.stats, csgraph, Dask and
-# matplotlib cost about 1.3 s, 0.15 s, 0.2-0.4 s and 0.7 s of a fresh process)
+# matplotlib cost about 1.3 s, 0.15 s, 0.2-0.4 s and 0.7 s of a fresh process; zarr 0.3 s:
+# the plate's metadata and chunk checksums are read without it)
 UNUSED_ON_REGATE = (
-    "scipy.stats", "scipy.sparse.csgraph", "dask", "distributed", "tqdm", "matplotlib",
+    "scipy.stats", "scipy.sparse.csgraph", "dask", "distributed", "tqdm", "matplotlib", "zarr",
 )  # fmt: skip
 
 REGATE_PROBE = """
