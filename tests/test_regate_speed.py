@@ -219,3 +219,36 @@ def test_connected_groups_are_scipys_components(seed):
     found_n, found = connected_groups(n, rows, cols)
     assert found_n == expected_n
     np.testing.assert_array_equal(found, expected)
+
+
+def test_labels_read_without_zarr_are_zarrs(tmp_path):
+    """Label images are read straight from their chunk files (as pixels are): the same arrays
+    zarr reads, zeros where nothing was written, and a flipped byte is named."""
+    import zarr
+
+    from screenlib.errors import InputError
+    from screenlib.store import PlateLayout, create_plate, open_plate
+
+    layout = PlateLayout(name="P", wells=["A01", "B02"], channel_names=["DAPI", "FITC"],
+                         shape=(2, 2, 1, 24, 32), n_fields=2, pixel_size_um=0.65)  # fmt: skip
+    plate = create_plate(tmp_path / "p.zarr", layout)
+    plate.create_labels("nuclei")
+    rng = np.random.default_rng(3)
+    written = rng.integers(0, 300, (24, 32)).astype(np.int32)
+    plate.write_labels("B02", 1, written, timepoint=1)
+    reopened = open_plate(tmp_path / "p.zarr")
+    stored = zarr.open_array(tmp_path / "p.zarr" / "B" / "2" / "1" / "labels" / "nuclei" / "0")
+    for well, field, timepoint in [("B02", 1, 1), ("B02", 1, 0), ("A01", 0, 1)]:
+        labels = reopened.read_labels(well, field, timepoint)
+        assert labels.dtype == np.int32 and labels.shape == (24, 32)
+        if well == "B02":
+            np.testing.assert_array_equal(labels, stored[timepoint, 0])
+    np.testing.assert_array_equal(reopened.read_labels("B02", 1, 1), written)
+    assert not reopened.read_labels("A01", 0, 1).any()
+    chunk = tmp_path / "p.zarr" / "B" / "2" / "1" / "labels" / "nuclei" / "0" / "c" / "1" / "0"
+    chunk = next(p for p in chunk.rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="B02 field 1 timepoint 1 are damaged"):
+        open_plate(tmp_path / "p.zarr").read_labels("B02", 1, 1)

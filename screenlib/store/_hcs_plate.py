@@ -625,8 +625,22 @@ class Plate:
     def read_labels(
         self, well: str, field: int, timepoint: int = 0, name: str = "nuclei"
     ) -> np.ndarray:
-        """One field's label image, int32 ``(Y, X)``."""
-        return self._labels_array(well, field, name)[timepoint, 0]
+        """One field's label image, int32 ``(Y, X)`` (zeros where none was written)."""
+        array_path = self._labels_array_path(well, field, name)
+        chunks = self._plane_chunks_of(array_path)
+        if chunks is None:  # another layout: through zarr
+            return self._labels_array(well, field, name)[timepoint, 0]
+        if not 0 <= timepoint < self.shape[0]:
+            raise InputError(f"timepoint {timepoint} outside 0..{self.shape[0] - 1}")
+        labels = np.zeros(self.shape[3:], dtype=chunks.dtype)  # zarr's fill value: 0
+        try:
+            chunks.read((timepoint, 0), labels)
+        except ValueError as error:
+            raise InputError(
+                f"{self.path}: labels {name!r} of well {well} field {field} timepoint "
+                f"{timepoint} are damaged ({error}); run again with --recompute"
+            ) from None
+        return labels.astype(labels.dtype.newbyteorder("="), copy=False)
 
     def _scale(self) -> list[float]:
         info = self._layout_json or {}
