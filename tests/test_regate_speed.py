@@ -147,24 +147,31 @@ def test_gating_densities_and_slope_are_scipys(seed):
     assert theil_sen_slope(y, b) == stats.theilslopes(y, b).slope
 
 
-def test_gate_boundaries_match_the_scipy_formulas():
-    """The two boundary rules give the values the scipy.stats formulas give."""
+@pytest.mark.parametrize(
+    ("n_positive", "center", "weight"),
+    [(600, 5.0, 0.13), (150, 4.0, 0.035), (2500, 6.5, 0.4), (4000, 4.0, 0.5), (40, 4.0, 0.002)],
+)
+def test_gate_boundaries_match_the_scipy_formulas(n_positive, center, weight):
+    """The two boundary rules give the values the scipy.stats formulas give over the whole
+    grid, wherever on it the boundary falls (the share is computed block by block, from below,
+    only up to the boundary)."""
     rng = np.random.default_rng(5)
-    x = np.concatenate([rng.normal(0, 1, 4000), rng.normal(5, 1, 600)])
+    x = np.concatenate([rng.normal(0, 1, 4000), rng.normal(center, 1, n_positive)])
     negative = NegativePopulation(GlogScale(1.0), center=0.0, spread=1.0, n_cells=4000)
-    positive = PositivePopulation(weight=0.13, center=5.0, spread=1.0)
-    grid = np.linspace(0.0, 5.0, 4001)
-    above = np.log(0.13) + stats.norm.logpdf(grid, 5.0, 1.0) >= np.log1p(-0.13) + (
+    positive = PositivePopulation(weight=weight, center=center, spread=1.0)
+    grid = np.linspace(0.0, center, 4001)
+    above = np.log(weight) + stats.norm.logpdf(grid, center, 1.0) >= np.log1p(-weight) + (
         stats.norm.logpdf(grid, 0.0, 1.0)
     )
-    assert bayes_boundary(negative, positive) == grid[np.argmax(above)]
-    grid = np.linspace(2.0, 5.0, 801)
+    bayes = grid[np.argmax(above)]
+    assert bayes_boundary(negative, positive) == bayes
+    grid = np.linspace(2.0, center, 801)
     observed = stats.gaussian_kde(x, bw_method=x.size ** (-1 / 5) / float(np.std(x)))(grid)
-    share = 0.13 * stats.norm.pdf(grid, 5.0, 1.0) / observed
-    assert positive_share_boundary(x, negative, positive) == (
-        grid[np.argmax(share >= 0.5)],
-        "positive share",
-    )
+    reached = weight * stats.norm.pdf(grid, center, 1.0) / observed >= 0.5
+    expected = (grid[np.argmax(reached)], "positive share") if reached.any() else (
+        max(bayes, 2.0), "model"
+    )  # fmt: skip
+    assert positive_share_boundary(x, negative, positive) == expected
 
 
 def _write_part(path: Path, values: list[float]) -> None:

@@ -160,27 +160,37 @@ def gaussian_kde_1d(
     ``scipy.stats.gaussian_kde(data, bw_method=bw_factor)(points)`` computes it.
 
     The kernel's SD is ``bw_factor`` times the data's sample SD. Kernels are added in data
-    order (as scipy's loop does), a block of ``chunk`` data points at a time.
+    order (as scipy's loop does), a block of ``chunk`` data points at a time; each point's
+    estimate is its own sum, so evaluating some of the points gives the same numbers for them.
     """
+    return _kde_evaluator(data, bw_factor, chunk)(points)
+
+
+def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 128):
+    """:func:`gaussian_kde_1d` of ``data`` as a function of the points."""
     data = np.asarray(data, dtype=float)
-    points = np.asarray(points, dtype=float)
     weights = np.ones(data.size) / data.size
     variance = float(np.cov(data[None], rowvar=True, bias=False, aweights=weights))
     kernel_sd = math.sqrt(variance) * bw_factor
     inverse = 1.0 / kernel_sd  # scipy whitens by the triangular solve, which multiplies
-    scaled_data, scaled_points = data * inverse, points * inverse
+    scaled_data = data * inverse
     norm = math.pow(2 * math.pi, -0.5) / kernel_sd
-    estimate = np.zeros(points.size)
-    for start in range(0, data.size, chunk):
-        terms = np.subtract(scaled_data[start : start + chunk, None], scaled_points[None])
-        np.multiply(terms, terms, out=terms)
-        terms *= -0.5
-        np.exp(terms, out=terms)
-        terms *= norm
-        terms *= weights[start : start + chunk, None]
-        terms[0] += estimate
-        estimate = terms.sum(axis=0)  # down the rows: one after another, in data order
-    return estimate
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        scaled_points = np.asarray(points, dtype=float) * inverse
+        estimate = np.zeros(scaled_points.size)
+        for start in range(0, data.size, chunk):
+            terms = np.subtract(scaled_data[start : start + chunk, None], scaled_points[None])
+            np.multiply(terms, terms, out=terms)
+            terms *= -0.5
+            np.exp(terms, out=terms)
+            terms *= norm
+            terms *= weights[start : start + chunk, None]
+            terms[0] += estimate
+            estimate = terms.sum(axis=0)  # down the rows: one after another, in data order
+        return estimate
+
+    return evaluate
 
 
 def theil_sen_slope(y: np.ndarray, x: np.ndarray) -> float:
@@ -248,14 +258,21 @@ def fit_mixture(
     # the flat outlier component: density 1 / range of x, share fitted (0: two components)
     outlier_share = _OUTLIER_START if outliers and x.size else 0.0
     log_flat = -np.log(max(float(np.ptp(x)), 1e-12)) if x.size else 0.0
+    # without shifted cells the negative component never moves: its density is computed once
+    fixed_negative = _normal_logpdf(x, center, spread) if shifted is None else None
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
-        log_negative = _normal_logpdf(x, center + shift * necrotic, spread)
+        log_negative = (
+            fixed_negative
+            if fixed_negative is not None
+            else _normal_logpdf(x, center + shift * necrotic, spread)
+        )
         log_positive = _normal_logpdf(x, mean, sd)
         with np.errstate(divide="ignore"):
             kept = np.log1p(-outlier_share)
-            weighted = kept + np.log(shares[groups]) + log_positive
-            evidence = np.logaddexp(weighted, kept + np.log1p(-shares[groups]) + log_negative)
+            # logs of the few group shares, then spread to the cells (the same numbers)
+            weighted = kept + np.log(shares)[groups] + log_positive
+            evidence = np.logaddexp(weighted, kept + np.log1p(-shares)[groups] + log_negative)
             if outlier_share > 0:
                 evidence = np.logaddexp(evidence, np.log(outlier_share) + log_flat)
                 outlier = np.exp(np.log(outlier_share) + log_flat - evidence)
@@ -389,6 +406,10 @@ def bayes_boundary(negative: NegativePopulation, positive: PositivePopulation) -
     return float(grid[np.argmax(above)]) if above.any() else float(positive.center)
 
 
+#: grid points of :func:`positive_share_boundary` whose share is computed at a time
+_SHARE_BLOCK = 64
+
+
 def positive_share_boundary(
     transformed: np.ndarray,
     negative: NegativePopulation,
@@ -424,10 +445,13 @@ def positive_share_boundary(
     # Scott's bandwidth for the negative population alone: the whole plate's spread would
     # smooth the valley between the populations full and push the boundary up.
     bandwidth = negative.spread * x.size ** (-1 / 5)
-    observed = gaussian_kde_1d(x, bandwidth / max(float(np.std(x)), 1e-12), grid)
-    share = positive.weight * normal_pdf(grid, positive.center, positive.spread)
-    share /= np.maximum(observed, np.finfo(float).tiny)
-    reached = share >= 0.5
-    if reached.any():
-        return float(grid[np.argmax(reached)]), "positive share"
+    observed_at = _kde_evaluator(x, bandwidth / max(float(np.std(x)), 1e-12))
+    # the grid from below, a block at a time, up to the first point where the share is reached
+    for start in range(0, grid.size, _SHARE_BLOCK):
+        points = grid[start : start + _SHARE_BLOCK]
+        share = positive.weight * normal_pdf(points, positive.center, positive.spread)
+        share /= np.maximum(observed_at(points), np.finfo(float).tiny)
+        reached = share >= 0.5
+        if reached.any():
+            return float(points[np.argmax(reached)]), "positive share"
     return max(bayes_boundary(negative, positive), low), "model"
