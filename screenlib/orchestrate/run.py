@@ -481,8 +481,9 @@ def _part_bytes(path: Path) -> bytes:
 
 
 def _parts_digest(stems: list[str], contents: list[bytes]) -> str:
-    """Digest of every part's name and bytes, in order: what the concatenated table is of."""
-    digest = hashlib.sha256()
+    """Digest of every part's name and bytes, in order: what the concatenated table is of
+    (and of the Arrow version that read them)."""
+    digest = hashlib.sha256(f"pyarrow {pa.__version__};".encode())
     for stem, data in zip(stems, contents, strict=True):
         digest.update(f"{stem}:{len(data)};".encode())
         digest.update(data)
