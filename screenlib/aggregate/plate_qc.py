@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from screenlib.aggregate.stats import robust_z_prime, ssmd, z_prime
+from screenlib.aggregate.stats import mann_whitney, robust_z_prime, ssmd, z_prime
 from screenlib.errors import InputError
 from screenlib.platemap import row_index
 from screenlib.robust import robust_sd
@@ -72,7 +71,7 @@ def edge_effect(
     spread = robust_sd(inner)
     if not spread > 0:
         spread = float(np.std(inner, ddof=1)) or np.finfo(float).eps
-    p_value = float(stats.mannwhitneyu(outer, inner, alternative="two-sided").pvalue)
+    p_value = mann_whitney(outer, inner)[1]
     result.update(shift=shift, shift_sd=shift / spread, p_value=p_value)
     result["flag"] = bool(p_value < alpha and abs(shift / spread) >= min_shift_sd)
     return result

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from screenlib.aggregate.mixture import MIN_VEHICLE_CELLS, MIXTURE_COLUMNS, mixture_fractions
-from screenlib.aggregate.stats import wilson_interval
+from screenlib.aggregate.stats import spearman, wilson_interval
 from screenlib.errors import InputError
 from screenlib.gating.classify import CELL_CLASSES, DEBRIS
 from screenlib.gating.gates import _roles
@@ -497,7 +496,7 @@ def _expected_cell_loss(frame: pd.DataFrame, alpha: float = 0.05) -> np.ndarray:
         y = np.concatenate([relative[controls], relative[doses]])
         if np.unique(x).size < 3:
             continue
-        rho, p_value = stats.spearmanr(x, y)
+        rho, p_value = spearman(x, y)
         if not (rho < 0 and p_value < alpha):
             continue
         levels, inverse = np.unique(x, return_inverse=True)

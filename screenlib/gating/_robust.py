@@ -9,10 +9,10 @@ symmetric (quartile skewness near zero), preferring the most linear scale that a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from screenlib.robust import MAD_TO_SD, robust_sd  # noqa: F401 - re-exported
 
@@ -134,6 +134,76 @@ def _normal_logpdf(x: np.ndarray, center: np.ndarray | float, sd: float) -> np.n
     return -0.5 * z * z - np.log(sd * np.sqrt(2 * np.pi))
 
 
+# The normal density, the kernel density estimate and the Theil-Sen slope below give the same
+# numbers as scipy.stats (the tests compare them bit for bit), without importing scipy.stats:
+# that import alone takes about 1.3 s, most of a re-gating run's own work.
+_SQRT_2PI = np.sqrt(2 * np.pi)
+_LOG_SQRT_2PI = np.log(_SQRT_2PI)
+
+
+def normal_pdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
+    """Normal density at ``x`` (the same numbers as ``scipy.stats.norm.pdf``)."""
+    z = (np.asarray(x, dtype=float) - center) / sd
+    return np.exp(-(z**2) / 2.0) / _SQRT_2PI / sd
+
+
+def normal_logpdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
+    """Log normal density at ``x`` (the same numbers as ``scipy.stats.norm.logpdf``)."""
+    z = (np.asarray(x, dtype=float) - center) / sd
+    return -(z**2) / 2.0 - _LOG_SQRT_2PI - np.log(sd)
+
+
+def gaussian_kde_1d(
+    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 128
+) -> np.ndarray:
+    """Gaussian kernel density estimate of ``data`` at ``points``, as
+    ``scipy.stats.gaussian_kde(data, bw_method=bw_factor)(points)`` computes it.
+
+    The kernel's SD is ``bw_factor`` times the data's sample SD. Kernels are added in data
+    order (as scipy's loop does), a block of ``chunk`` data points at a time; each point's
+    estimate is its own sum, so evaluating some of the points gives the same numbers for them.
+    """
+    return _kde_evaluator(data, bw_factor, chunk)(points)
+
+
+def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 128):
+    """:func:`gaussian_kde_1d` of ``data`` as a function of the points."""
+    data = np.asarray(data, dtype=float)
+    weights = np.ones(data.size) / data.size
+    variance = float(np.cov(data[None], rowvar=True, bias=False, aweights=weights))
+    kernel_sd = math.sqrt(variance) * bw_factor
+    inverse = 1.0 / kernel_sd  # scipy whitens by the triangular solve, which multiplies
+    scaled_data = data * inverse
+    norm = math.pow(2 * math.pi, -0.5) / kernel_sd
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        scaled_points = np.asarray(points, dtype=float) * inverse
+        estimate = np.zeros(scaled_points.size)
+        for start in range(0, data.size, chunk):
+            terms = np.subtract(scaled_data[start : start + chunk, None], scaled_points[None])
+            np.multiply(terms, terms, out=terms)
+            terms *= -0.5
+            np.exp(terms, out=terms)
+            terms *= norm
+            terms *= weights[start : start + chunk, None]
+            terms[0] += estimate
+            estimate = terms.sum(axis=0)  # down the rows: one after another, in data order
+        return estimate
+
+    return evaluate
+
+
+def theil_sen_slope(y: np.ndarray, x: np.ndarray) -> float:
+    """Median of the slopes between every pair of points with different ``x`` (Theil-Sen;
+    ``scipy.stats.theilslopes(y, x).slope``); NaN when every ``x`` is the same."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    delta_x = x[:, None] - x
+    rising = delta_x > 0
+    slopes = (y[:, None] - y)[rising] / delta_x[rising]
+    return float(np.median(slopes)) if slopes.size else float("nan")
+
+
 @dataclass(frozen=True)
 class MixtureFit:
     """A fitted two-population mixture: the positive component, every group's positive
@@ -188,14 +258,21 @@ def fit_mixture(
     # the flat outlier component: density 1 / range of x, share fitted (0: two components)
     outlier_share = _OUTLIER_START if outliers and x.size else 0.0
     log_flat = -np.log(max(float(np.ptp(x)), 1e-12)) if x.size else 0.0
+    # without shifted cells the negative component never moves: its density is computed once
+    fixed_negative = _normal_logpdf(x, center, spread) if shifted is None else None
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
-        log_negative = _normal_logpdf(x, center + shift * necrotic, spread)
+        log_negative = (
+            fixed_negative
+            if fixed_negative is not None
+            else _normal_logpdf(x, center + shift * necrotic, spread)
+        )
         log_positive = _normal_logpdf(x, mean, sd)
         with np.errstate(divide="ignore"):
             kept = np.log1p(-outlier_share)
-            weighted = kept + np.log(shares[groups]) + log_positive
-            evidence = np.logaddexp(weighted, kept + np.log1p(-shares[groups]) + log_negative)
+            # logs of the few group shares, then spread to the cells (the same numbers)
+            weighted = kept + np.log(shares)[groups] + log_positive
+            evidence = np.logaddexp(weighted, kept + np.log1p(-shares)[groups] + log_negative)
             if outlier_share > 0:
                 evidence = np.logaddexp(evidence, np.log(outlier_share) + log_flat)
                 outlier = np.exp(np.log(outlier_share) + log_flat - evidence)
@@ -321,14 +398,16 @@ def bayes_boundary(negative: NegativePopulation, positive: PositivePopulation) -
     fitted mixture).
     """
     grid = np.linspace(negative.center, positive.center, 4001)
-    log_negative = np.log1p(-positive.weight) + stats.norm.logpdf(
+    log_negative = np.log1p(-positive.weight) + normal_logpdf(
         grid, negative.center, negative.spread
     )
-    log_positive = np.log(positive.weight) + stats.norm.logpdf(
-        grid, positive.center, positive.spread
-    )
+    log_positive = np.log(positive.weight) + normal_logpdf(grid, positive.center, positive.spread)
     above = log_positive >= log_negative
     return float(grid[np.argmax(above)]) if above.any() else float(positive.center)
+
+
+#: grid points of :func:`positive_share_boundary` whose share is computed at a time
+_SHARE_BLOCK = 64
 
 
 def positive_share_boundary(
@@ -366,10 +445,13 @@ def positive_share_boundary(
     # Scott's bandwidth for the negative population alone: the whole plate's spread would
     # smooth the valley between the populations full and push the boundary up.
     bandwidth = negative.spread * x.size ** (-1 / 5)
-    observed = stats.gaussian_kde(x, bw_method=bandwidth / max(float(np.std(x)), 1e-12))(grid)
-    share = positive.weight * stats.norm.pdf(grid, positive.center, positive.spread)
-    share /= np.maximum(observed, np.finfo(float).tiny)
-    reached = share >= 0.5
-    if reached.any():
-        return float(grid[np.argmax(reached)]), "positive share"
+    observed_at = _kde_evaluator(x, bandwidth / max(float(np.std(x)), 1e-12))
+    # the grid from below, a block at a time, up to the first point where the share is reached
+    for start in range(0, grid.size, _SHARE_BLOCK):
+        points = grid[start : start + _SHARE_BLOCK]
+        share = positive.weight * normal_pdf(points, positive.center, positive.spread)
+        share /= np.maximum(observed_at(points), np.finfo(float).tiny)
+        reached = share >= 0.5
+        if reached.any():
+            return float(points[np.argmax(reached)]), "positive share"
     return max(bayes_boundary(negative, positive), low), "model"

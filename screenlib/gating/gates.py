@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from screenlib.errors import InputError, SettingsError
 from screenlib.gating._robust import (
@@ -46,6 +45,7 @@ from screenlib.gating._robust import (
     estimate_negative,
     fit_positive_population,
     positive_share_boundary,
+    theil_sen_slope,
 )
 from screenlib.gating.drift import drift_units, scale_per_cell, stain_scales
 from screenlib.gating.objects import GATED, ObjectScale, classify_objects, object_scale
@@ -247,7 +247,7 @@ def estimate_bleedthrough(
             )
         )
         x, y = x[picks], y[picks]
-    slope = stats.theilslopes(y, x).slope
+    slope = theil_sen_slope(y, x)
     return float(max(slope, 0.0))
 
 

@@ -101,9 +101,11 @@ class DaskExecutor:
             raise
 
 
-class LocalClusterExecutor:
-    """A :class:`DaskExecutor` on a local cluster that is started by the first task, so a run
-    whose fields are all finished (a gating or fit change) starts no processes at all."""
+class DeferredDaskExecutor:
+    """A :class:`DaskExecutor` whose client is made by the first task: the scheduler named by
+    ``DASK_SCHEDULER_ADDRESS`` or Dask's configuration, else a local cluster. A run whose
+    fields are all finished (a gating or fit change) starts no processes and does not even
+    import Dask."""
 
     def __init__(self, n_workers: int | None, stack: contextlib.ExitStack) -> None:
         self.n_workers = n_workers
@@ -112,7 +114,7 @@ class LocalClusterExecutor:
         self._dask: DaskExecutor | None = None
 
     def map_unordered(self, function, items, names):
-        """As :meth:`DaskExecutor.map_unordered`, once the cluster is up."""
+        """As :meth:`DaskExecutor.map_unordered`, once the client is made."""
         if not items:
             return
         if self._dask is None:
@@ -127,21 +129,22 @@ class LocalClusterExecutor:
 def open_executor(
     scheduler: str | None = None, n_workers: int | None = None, client=None
 ) -> Iterator[Executor]:
-    """The executor for a run: ``"sync"``, an existing client, a scheduler address, or a
-    local cluster (see :func:`screenlib.orchestrate.dask_client`), started when the first
-    task is sent."""
+    """The executor for a run: ``"sync"``, an existing client, a scheduler address (connected
+    at once, so a wrong address fails before any work), or None: the scheduler of
+    ``DASK_SCHEDULER_ADDRESS`` or a local cluster (see :func:`screenlib.orchestrate.dask_client`),
+    either made when the first task is sent."""
     if client is not None:
         yield DaskExecutor(client)
         return
     if scheduler == "sync":
         yield SyncExecutor()
         return
-    from screenlib.orchestrate._cluster import dask_client, scheduler_address
-
-    if scheduler_address(scheduler) is None:
+    if not scheduler:
         with contextlib.ExitStack() as stack:
-            yield LocalClusterExecutor(n_workers, stack)
+            yield DeferredDaskExecutor(n_workers, stack)
         return
+    from screenlib.orchestrate._cluster import dask_client
+
     with dask_client(scheduler, n_workers) as dask:
         yield DaskExecutor(dask)
 
@@ -170,6 +173,8 @@ def execute_fields(
     run_token: str = "",
 ) -> list[dict[str, Any]]:
     """Analyse every job's field; one ``fields.csv`` record per field, failures included."""
+    if not jobs:
+        return []
     from tqdm.auto import tqdm
 
     groups = [jobs[i : i + fields_per_task] for i in range(0, len(jobs), fields_per_task)]

@@ -122,7 +122,9 @@ def finalize(
     own = classified["exclusion_reason"].fillna("").astype(str)
     classified["exclusion_reason"] = field_reason.where(field_reason != "", own)
     wells = aggregate_wells(classified, platemap, fields, settings)
-    for timepoint, model in wells.attrs.get("annexin_mixture", {}).items():
+    # the mixture models go to the gates (pandas would deep-copy them with every operation
+    # on the wells table below)
+    for timepoint, model in wells.attrs.pop("annexin_mixture", {}).items():
         if timepoint in gates:
             gates[timepoint].details["fraction_mixture"] = model
     qc_table = plate_qc(wells, platemap)

@@ -60,6 +60,8 @@ FIELDS_LEADING_COLUMNS = (
 INGESTED_PLATE = "plate.zarr"
 LABELS_PLATE = "labels.zarr"
 LOCK_NAME = ".screenlib.lock"
+CELLS_CACHE = ".cells.parquet"  # in parts/: every finished part, concatenated
+CELLS_CACHE_KEY = b"screenlib.parts_digest"
 
 
 @dataclass
@@ -458,9 +460,9 @@ def fields_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return fields.reset_index(drop=True)
 
 
-def _read_part(path: Path) -> pa.Table:
+def _read_part(path: Path, data: bytes) -> pa.Table:
     try:  # ParquetFile.read: half the cost of read_table's dataset layer on small files
-        return pq.ParquetFile(path).read()
+        return pq.ParquetFile(pa.BufferReader(data)).read()
     except (OSError, pa.ArrowException) as error:
         raise InputError(
             f"the finished field's table {path} cannot be read ({error}); delete it (and its "
@@ -468,13 +470,69 @@ def _read_part(path: Path) -> pa.Table:
         ) from None
 
 
+def _part_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(
+            f"the finished field's table {path} cannot be read ({error.strerror}); run again "
+            "with --recompute"
+        ) from None
+
+
+def _parts_digest(stems: list[str], contents: list[bytes]) -> str:
+    """Digest of every part's name and bytes, in order: what the concatenated table is of
+    (and of the Arrow version that read them)."""
+    digest = hashlib.sha256(f"pyarrow {pa.__version__};".encode())
+    for stem, data in zip(stems, contents, strict=True):
+        digest.update(f"{stem}:{len(data)};".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _cached_cells(path: Path, key: str) -> pa.Table | None:
+    """The concatenated parts saved by an earlier run, when they were made of the same bytes."""
+    try:
+        parquet = pq.ParquetFile(path)
+        if (parquet.schema_arrow.metadata or {}).get(CELLS_CACHE_KEY) != key.encode():
+            return None
+        table = parquet.read()
+    except (OSError, pa.ArrowException):
+        return None  # none yet, or damaged: the parts are read again
+    metadata = dict(table.schema.metadata)
+    del metadata[CELLS_CACHE_KEY]
+    return table.replace_schema_metadata(metadata)
+
+
+def _save_cells(path: Path, key: str, table: pa.Table) -> None:
+    """Keep the concatenated parts for the next run (a gating change reads one file, not one
+    per field); not saved is only slower."""
+    metadata = {**(table.schema.metadata or {}), CELLS_CACHE_KEY: key.encode()}
+    try:
+        write_atomic(path, lambda tmp: pq.write_table(table.replace_schema_metadata(metadata), tmp))
+    except OSError as error:
+        logger.info("the concatenated cell table was not kept (%s)", error)
+
+
 def concatenate_parts(parts_dir: Path, stems: list[str]) -> pd.DataFrame:
-    """All finished fields' cell tables in plate order (well, field, timepoint, label)."""
-    tables = [_read_part(parts_dir / f"{stem}.parquet") for stem in stems]
-    tables = [t for t in tables if t.num_rows] or tables[:1]
-    if not tables:
+    """All finished fields' cell tables in plate order (well, field, timepoint, label).
+
+    The concatenation is kept in ``parts_dir`` under the digest of every part's bytes and
+    reused while the parts are byte for byte the same (reading the bytes and hashing them
+    costs far less than parsing one Parquet file per field).
+    """
+    paths = [parts_dir / f"{stem}.parquet" for stem in stems]
+    contents = [_part_bytes(path) for path in paths]
+    if not contents:
         return pd.DataFrame()
-    cells = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    key = _parts_digest(stems, contents)
+    table = _cached_cells(parts_dir / CELLS_CACHE, key)
+    if table is None:
+        tables = [_read_part(path, data) for path, data in zip(paths, contents, strict=True)]
+        tables = [t for t in tables if t.num_rows] or tables[:1]
+        table = pa.concat_tables(tables, promote_options="permissive")
+        _save_cells(parts_dir / CELLS_CACHE, key, table)
+    cells = table.to_pandas()
     order = [c for c in ("well", "field", "timepoint", "label") if c in cells]
     return cells.sort_values(order, kind="stable").reset_index(drop=True)
 
@@ -859,7 +917,8 @@ def _remove_other_parts(parts_dir: Path, plan: PlatePlan) -> None:
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             path.unlink(missing_ok=True)
         elif path.suffix in (".json", ".parquet") and stem not in wanted:
-            path.unlink(missing_ok=True)
+            if path.name != CELLS_CACHE:
+                path.unlink(missing_ok=True)
 
 
 def settings_used(plan: RunPlan) -> AssaySettings:
@@ -896,7 +955,6 @@ def write_results(
     extra_sections: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Every output of the run, written as one set (see :mod:`outputs`)."""
-    from screenlib.report import write_report
     from screenlib.settings_template import settings_to_toml
 
     out_dir = plan.out_dir
@@ -916,6 +974,8 @@ def write_results(
             sheets = {"wells": results.wells, "fits": core, "plate QC": results.plate_qc}
             outputs.excel("results.xlsx", {**sheets, "replicates": results.replicates})
         if report:
+            from screenlib.report import write_report  # matplotlib and all: only when drawn
+
             outputs.write(
                 "report.html",
                 lambda _path: write_report(

@@ -28,16 +28,20 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
-import numcodecs
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from screenlib.errors import InputError
 from screenlib.platemap import PlateGeometry, geometry_for_wells, normalize_well, split_well
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.codecs import BloscCodec
+
+# zarr (about 0.3 s to import) and numcodecs are imported where an array is opened, created
+# or decoded: a run whose fields are all finished reads only metadata and chunk checksums
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -224,14 +228,16 @@ class Plate:
             normalize_well(w["path"].replace("/", "")): w["path"] for w in self._plate_meta["wells"]
         }
         self._fields_cache: dict[str, list[int]] = {}
-        first = self._image_array(self._wells[0], self.fields(self._wells[0])[0])
-        self._shape = tuple(int(s) for s in first.shape)
+        first_field = self._field_path(self._wells[0], self.fields(self._wells[0])[0])
+        # shape and type from the first image's metadata (checked as opening it would be)
+        _check_array_codecs(self.path, f"{first_field}/0")
+        first = _read_node_json(self.path, f"{first_field}/0", "array")
+        self._shape = tuple(int(s) for s in first.get("shape", []))
         if len(self._shape) != 5:
             raise InputError(
                 f"{self.path}: images must be 5-D (t, c, z, y, x); found shape {self._shape}"
             )
-        self._dtype = first.dtype
-        first_field = self._field_path(self._wells[0], self.fields(self._wells[0])[0])
+        self._dtype = np.dtype(first["data_type"])  # native byte order, as zarr gives it
         field_meta = _read_node_json(self.path, first_field, "group")
         field_ome = field_meta.get("attributes", {}).get("ome", {})
         omero = field_ome.get("omero", {}).get("channels", [])
@@ -342,6 +348,8 @@ class Plate:
             if array_path in self._arrays:
                 return self._arrays[array_path]
         _check_array_codecs(self.path, array_path)
+        import zarr
+
         array = zarr.open_array(self.path / array_path, mode="r" if self.mode == "r" else "r+")
         with self._lock:
             self._arrays[array_path] = array
@@ -617,8 +625,22 @@ class Plate:
     def read_labels(
         self, well: str, field: int, timepoint: int = 0, name: str = "nuclei"
     ) -> np.ndarray:
-        """One field's label image, int32 ``(Y, X)``."""
-        return self._labels_array(well, field, name)[timepoint, 0]
+        """One field's label image, int32 ``(Y, X)`` (zeros where none was written)."""
+        array_path = self._labels_array_path(well, field, name)
+        chunks = self._plane_chunks_of(array_path)
+        if chunks is None:  # another layout: through zarr
+            return self._labels_array(well, field, name)[timepoint, 0]
+        if not 0 <= timepoint < self.shape[0]:
+            raise InputError(f"timepoint {timepoint} outside 0..{self.shape[0] - 1}")
+        labels = np.zeros(self.shape[3:], dtype=chunks.dtype)  # zarr's fill value: 0
+        try:
+            chunks.read((timepoint, 0), labels)
+        except ValueError as error:
+            raise InputError(
+                f"{self.path}: labels {name!r} of well {well} field {field} timepoint "
+                f"{timepoint} are damaged ({error}); run again with --recompute"
+            ) from None
+        return labels.astype(labels.dtype.newbyteorder("="), copy=False)
 
     def _scale(self) -> list[float]:
         info = self._layout_json or {}
@@ -627,6 +649,8 @@ class Plate:
 
 
 def _blosc(cname: str | None = None, clevel: int | None = None, shuffle: str | None = None):
+    from zarr.codecs import BloscCodec, BloscShuffle
+
     return BloscCodec(
         cname=cname or DEFAULT_COMPRESSION["cname"],
         clevel=DEFAULT_COMPRESSION["clevel"] if clevel is None else clevel,
@@ -682,6 +706,8 @@ class _PlaneChunks:
         if names:
             config = codecs[1]["configuration"]
             shuffles = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+            import numcodecs
+
             codec = numcodecs.Blosc(
                 cname=config["cname"],
                 clevel=config["clevel"],
@@ -774,6 +800,9 @@ def _array_json(
     # benchmarks/bench_checksum.py)
     """A zarr v3 array's ``zarr.json`` as zarr-python itself writes it (made in memory once,
     then copied to every field: creating hundreds of arrays through zarr takes seconds)."""
+    import zarr
+    from zarr.codecs import Crc32cCodec
+
     array = zarr.create_array(
         zarr.storage.MemoryStore(),
         shape=shape,
