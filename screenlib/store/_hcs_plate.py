@@ -230,8 +230,7 @@ class Plate:
         self._fields_cache: dict[str, list[int]] = {}
         first_field = self._field_path(self._wells[0], self.fields(self._wells[0])[0])
         # shape and type from the first image's metadata (checked as opening it would be)
-        _check_array_codecs(self.path, f"{first_field}/0")
-        first = _read_node_json(self.path, f"{first_field}/0", "array")
+        first = _check_array_codecs(self.path, f"{first_field}/0")
         self._shape = tuple(int(s) for s in first.get("shape", []))
         if len(self._shape) != 5:
             raise InputError(
@@ -842,8 +841,9 @@ def _codec_names(codecs: Sequence[Mapping[str, Any]]) -> list[str]:
     return names
 
 
-def _check_array_codecs(root: Path, array_path: str) -> None:
-    """Refuse arrays whose codecs are not on the allow-list (e.g. pickle-based ones)."""
+def _check_array_codecs(root: Path, array_path: str) -> dict[str, Any]:
+    """Refuse arrays whose codecs are not on the allow-list (e.g. pickle-based ones) or whose
+    data type is not one screenlib reads; return the array's checked ``zarr.json``."""
     meta = _read_node_json(root, array_path, "array")
     unknown = [n for n in _codec_names(meta.get("codecs", [])) if n not in ALLOWED_CODECS]
     if unknown:
@@ -854,6 +854,7 @@ def _check_array_codecs(root: Path, array_path: str) -> None:
     dtype = meta.get("data_type")
     if not isinstance(dtype, str) or dtype not in _ALLOWED_DTYPES:
         raise InputError(f"{root / array_path}: unsupported data type {dtype!r}")
+    return meta
 
 
 def create_plate(
