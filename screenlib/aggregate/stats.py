@@ -75,8 +75,9 @@ def mann_whitney(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Mann-Whitney U of ``x`` and its two-sided p-value (``scipy.stats.mannwhitneyu``);
     NaN for an empty sample or a NaN.
 
-    The p-value is the normal approximation with tie and continuity correction; with both
-    samples of at most 8 values and no ties, scipy's exact distribution gives it.
+    The p-value is the normal approximation with tie and continuity correction; when either
+    sample has at most 8 values and there are no ties, scipy's exact distribution gives it
+    (as ``mannwhitneyu``'s automatic choice does).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
