@@ -177,7 +177,7 @@ def main() -> None:
     if args.ceiling:
         print_ceiling(out, args.plate / "truth", settings.gating.annexin_feature)
 
-    fits = pd.read_csv(out / "fits.csv")
+    fits = pd.read_parquet(out / "fits_full.parquet")  # fits.csv gives the IC50 in the map's unit
     truth_wells = pd.read_csv(args.plate / "truth" / "wells.csv")
     design_ic50 = truth_wells.groupby("sample")["ic50_apoptosis_molar"].first()
     print("\napoptotic-fraction IC50 (nM): fitted [95 % interval] vs design")

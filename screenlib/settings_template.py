@@ -49,6 +49,10 @@ _EXPLANATIONS: dict[str, str] = {
         "Leave out ring pixels that another nucleus' ring also reaches (its membrane would "
         "count); a cell with almost no such free pixels keeps its whole ring."
     ),
+    "ring.neighbour_margin_um": (
+        "How far (um) a neighbour's membrane light spreads past its ring (blur); those ring "
+        "pixels are left out too where the cell keeps enough others."
+    ),
     "qc.min_focus_score": "Fields below this focus score fail QC; 0 disables the check.",
     "qc.min_relative_focus": "Fields sharper than this share of the plate median pass QC; 0: off.",
     "qc.max_saturated_fraction": "Fields with more saturated pixels than this fraction fail QC.",

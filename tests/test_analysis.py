@@ -596,6 +596,64 @@ def test_ring_leaves_out_a_neighbours_reach_unless_too_little_remains():
     np.testing.assert_array_equal(strict["ring"].pixels, whole["ring"].pixels)
 
 
+def test_ring_drops_the_widest_neighbour_reach_that_leaves_enough_pixels():
+    nuclei = np.zeros((30, 60), np.int32)
+    nuclei[10:20, 5:15] = 1
+    nuclei[10:20, 21:31] = 2  # 6 px apart
+    cells = cell_labels(nuclei, 3)
+    near, wide = shared_reach(nuclei, 3), shared_reach(nuclei, 6)
+    assert (wide & ~near).any()
+
+    def ring_of(regions, k):
+        return set(regions["ring"].pixels[regions["ring"].object_ids == k])
+
+    both = index_cell_regions(nuclei, cells, 2, [wide, near], min_ring_pixels=6)
+    only_near = index_cell_regions(nuclei, cells, 2, near, min_ring_pixels=6)
+    for k in (1, 2):
+        assert ring_of(both, k) < ring_of(only_near, k)
+        assert not wide.ravel()[list(ring_of(both, k))].any()
+    # a cell that the wider reach leaves too few pixels falls back to the nearer one
+    n_wide_free = len(ring_of(both, 1))
+    fallback = index_cell_regions(nuclei, cells, 2, [wide, near], min_ring_pixels=n_wide_free + 1)
+    assert ring_of(fallback, 1) == ring_of(only_near, 1)
+
+
+def test_neighbour_light_spread_past_its_ring_is_left_out():
+    """A blurred Annexin-bright membrane lights a dim cell's ring beyond the neighbour's ring
+    reach; the neighbour margin keeps it out, and the bright cell's own reading stays."""
+    yy, xx = np.mgrid[0:120, 0:120].astype(np.float32)
+    hoechst = np.zeros((120, 120), np.float32)
+    annexin = np.zeros((120, 120), np.float32)
+    for cx, level in ((45.0, 20.0), (69.0, 400.0)):  # nuclei of radius 8, 8 px apart
+        distance = np.hypot(yy - 60.0, xx - cx)
+        hoechst += 1000.0 * (distance <= 8)
+        annexin += level * np.exp(-0.5 * ((distance - 12.0) / 2.5) ** 2)
+    rng = np.random.default_rng(0)
+    channels = np.stack(
+        [
+            rng.poisson(ndi.gaussian_filter(image, 1.0) + 30.0) + 100.0
+            for image in (hoechst, annexin, np.zeros_like(hoechst))
+        ]
+    ).astype(np.uint16)
+    readings = {}
+    for margin in (0.0, AssaySettings().ring.neighbour_margin_um):
+        settings = AssaySettings()
+        ring = dataclasses.replace(settings.ring, neighbour_margin_um=margin)
+        cells = analyze_field(
+            channels,
+            stains=STAINS,
+            pixel_size_um=0.65,
+            settings=dataclasses.replace(settings, ring=ring),
+        ).cells
+        assert len(cells) == 2
+        dim = (cells["centroid_x"] - 45).abs().lt(3).to_numpy()
+        readings[margin] = cells["annexin_v_ring_p90"].to_numpy()[np.argsort(~dim)]
+    (dim_lit, bright_before), (dim_own, bright_after) = readings.values()
+    assert dim_lit > 3 * 20.0  # without the margin it read the neighbour's light
+    assert dim_own < 1.5 * 20.0
+    assert bright_after == pytest.approx(bright_before, rel=0.05) and bright_after > 200.0
+
+
 def test_dim_cell_beside_a_bright_membrane_keeps_its_own_annexin_reading():
     """A touching Annexin-bright neighbour must not make a dim cell read Annexin-positive."""
     yy, xx = np.mgrid[0:100, 0:100].astype(np.float32)

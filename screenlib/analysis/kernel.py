@@ -318,6 +318,20 @@ def analyze_field(
     return FieldResult(labels=labels, cells=cells, qc=qc)
 
 
+def _neighbour_reach(labels_grid: np.ndarray, reach: int, margin: float) -> list[np.ndarray]:
+    """Ring pixels a neighbour's membrane light may reach, widest first (see
+    :func:`~screenlib.analysis.measure.index_cell_regions`).
+
+    A neighbour's ring reaches ``reach`` grid pixels from its nucleus, and its membrane's light
+    spreads ``margin`` further by the optics' blur (a bright apoptotic neighbour then lights a
+    viable cell's ring past the halfway split). A cell whose ring keeps too few pixels outside
+    the wider reach drops only the neighbours' rings themselves.
+    """
+    wider = int(round(reach + margin))
+    masks = [shared_reach(labels_grid, wider)] if wider > reach else []
+    return [*masks, shared_reach(labels_grid, reach)]
+
+
 def _measure(
     grids: list[np.ndarray],
     labels_grid: np.ndarray,
@@ -339,9 +353,10 @@ def _measure(
     ring_gap = int(round(grid_size(settings.ring.ring_gap_um)))
     background_width = max(1, int(round(grid_size(settings.ring.background_width_um))))
     cell = cell_labels(labels_grid, ring_width, ring_gap)  # each nucleus with its ring
-    # ring pixels a neighbour's ring also reaches may carry its membrane: left out
     shared = (
-        shared_reach(labels_grid, ring_gap + ring_width)
+        _neighbour_reach(
+            labels_grid, ring_gap + ring_width, grid_size(settings.ring.neighbour_margin_um)
+        )
         if settings.ring.exclude_neighbours and n_cells > 1
         else None
     )

@@ -12,6 +12,7 @@ at full resolution, and percentiles are those of block means.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,7 @@ def index_cell_regions(
     nucleus_labels: np.ndarray,
     cell_labels: np.ndarray,
     n_labels: int,
-    shared: np.ndarray | None = None,
+    shared: np.ndarray | Sequence[np.ndarray] | None = None,
     min_ring_pixels: int = 1,
 ) -> dict[str, LabelIndex]:
     """Indices of the ``nucleus``, ``ring`` and whole ``cell`` regions from one sort.
@@ -72,16 +73,23 @@ def index_cell_regions(
     ``shared`` (boolean, optional) marks pixels within reach of a neighbouring nucleus (see
     :func:`screenlib.analysis.regions.shared_reach`); they are left out of the ring, except
     for a cell with fewer than ``min_ring_pixels`` ring pixels outside them, which keeps its
-    whole ring.
+    whole ring. A sequence of such masks, widest reach first, is tried in turn: each cell
+    drops the widest one that leaves it ``min_ring_pixels``.
     """
     index = index_labels(cell_labels, n_labels)
     in_nucleus = nucleus_labels.ravel()[index.pixels] > 0
     in_ring = ~in_nucleus
     if shared is not None:
-        own = in_ring & ~shared.ravel()[index.pixels]
-        n_own = np.bincount(index.object_ids[own], minlength=n_labels + 1)
-        keeps_all = n_own < min_ring_pixels
-        in_ring = own | (in_ring & keeps_all[index.object_ids])
+        masks = [shared] if isinstance(shared, np.ndarray) else list(shared)
+        decided = np.zeros(n_labels + 1, dtype=bool)
+        kept = np.zeros_like(in_ring)
+        for mask in masks:
+            own = in_ring & ~mask.ravel()[index.pixels]
+            enough = np.bincount(index.object_ids[own], minlength=n_labels + 1) >= min_ring_pixels
+            enough &= ~decided
+            kept |= own & enough[index.object_ids]
+            decided |= enough
+        in_ring = kept | (in_ring & ~decided[index.object_ids])
     return {
         "nucleus": subset_index(index, in_nucleus),
         "ring": subset_index(index, in_ring),

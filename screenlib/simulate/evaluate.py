@@ -133,8 +133,11 @@ def evaluate_run(out_dir: str | Path, truth_dir: str | Path) -> RunAccuracy:
 
 
 def _plate_path(out_dir: Path) -> Path:
-    if (out_dir / "plate.zarr").exists():
-        return out_dir / "plate.zarr"
+    """The plate holding the run's nucleus labels: its own labels plate, an ingested copy, or
+    the input plate it wrote them into (``--write-labels``)."""
+    for name in ("labels.zarr", "plate.zarr"):
+        if (out_dir / name).exists():
+            return out_dir / name
     import json
 
     run = json.loads((out_dir / "run.json").read_text())
