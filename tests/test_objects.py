@@ -10,7 +10,7 @@ import pytest
 
 from screenlib.aggregate import aggregate_wells
 from screenlib.gating import classify_cells, classify_objects, learn_gates, object_scale
-from screenlib.gating.drift import negative_median, stain_scales
+from screenlib.gating.drift import grouped_quantiles, negative_median, stain_scales
 from screenlib.gating.synthetic_cells import example_platemap, simulate_cell_table
 from screenlib.settings import GatingSettings
 
@@ -202,3 +202,22 @@ def test_gates_record_object_scale_and_stain_scales():
     assert set(gates[0].stain_scales["A01_f0"]) <= {"annexin", "pi"}
     manual = dataclasses.replace(GatingSettings(), classify_objects=False)
     assert learn_gates(cells, platemap, manual)[0].object_scale is None
+
+
+def test_grouped_quantiles_equal_numpy_bit_for_bit():
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 60, 5000)
+    groups[groups == 7] = 8  # an empty group
+    values = rng.lognormal(3.0, 0.8, groups.size)
+    values[::11] = np.round(values[::11])  # ties
+    q = rng.uniform(0, 1, 60)
+    q[:4] = [0.0, 1.0, 0.5, 0.25]
+    got = grouped_quantiles(values, groups, q)
+    for g in range(60):
+        own = values[groups == g]
+        if own.size:
+            assert got[g] == np.quantile(own, q[g])  # exactly, not approximately
+        else:
+            assert np.isnan(got[g])
+    one = grouped_quantiles(np.array([5.0]), np.array([0]), np.array([0.7]))
+    assert one[0] == 5.0
