@@ -690,3 +690,27 @@ def test_dim_cell_beside_a_bright_membrane_keeps_its_own_annexin_reading():
     assert dim_own < 2 * 20.0  # its own membrane (peak 20 above background, plus noise)
     assert dim_shared > 3 * dim_own  # with the shared pixels it read the neighbours' membranes
     assert np.all(bright_own > 200.0)
+
+
+def test_stains_and_settings_checks_load_no_segmentation_code():
+    """A re-gate (every field finished) needs the stain definitions and the settings check,
+    not the segmentation and its scikit-image modules (about 0.2 s to import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from screenlib.orchestrate.plan import check_settings\n"
+        "from screenlib.plugins import get_stains\n"
+        "from screenlib.settings import AssaySettings\n"
+        "get_stains(['hoechst', 'annexin_v', 'pi'])\n"
+        "check_settings(AssaySettings())\n"
+        "import screenlib.analysis as analysis\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('skimage', "
+        "'screenlib.analysis.segmentation', 'screenlib.analysis.kernel')))\n"
+        "assert not loaded, loaded\n"
+        "assert analysis.analyze_field.__module__ == 'screenlib.analysis.kernel'\n"
+        "assert 'skimage' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -126,7 +126,8 @@ def check_settings(settings: AssaySettings) -> None:
             "settings: exactly one channel must carry a nuclear stain (e.g. 'hoechst'), "
             f"found {nuclear or 'none'}"
         )
-    get_segmenter(settings.segmentation.segmenter)  # names the plugin when it is missing
+    if settings.segmentation.segmenter != "classical":  # built in: loading it imports skimage
+        get_segmenter(settings.segmentation.segmenter)  # names the plugin when it is missing
 
 
 def resolve_channels(
