@@ -112,7 +112,10 @@ def style_version() -> str:
     """Hash of matplotlib's current settings (a matplotlibrc changes how every figure looks)."""
     import matplotlib
 
-    items = sorted((key, repr(value)) for key, value in matplotlib.rcParams.items())
+    # read as a plain dict: rcParams["backend"] would resolve the automatic backend, importing
+    # pyplot (about a second); the backend decides no figure's look (files are drawn by Agg)
+    settings = dict.items(matplotlib.rcParams)
+    items = sorted((key, repr(value)) for key, value in settings if key != "backend")
     return hashlib.sha256(repr(items).encode()).hexdigest()
 
 

@@ -70,27 +70,46 @@ class Canvas:
         if len(points) >= 3:
             self._add("polygon", points=points, fill=fill, alpha=alpha)
 
-    def markers(self, points: list[Point], shape: str, size_pt: float, face: str | None,
-                edge: str | None, edge_width_pt: float = 1.0) -> None:  # fmt: skip
+    def markers(self, points: list[Point], shape: str, size_pt: float,
+                face: str | list[tuple[int, int, int]] | None, edge: str | None,
+                edge_width_pt: float = 1.0) -> None:  # fmt: skip
         """Markers centred on ``points``: ``"o"`` (circle of diameter ``size_pt``) or ``"D"``
-        (diamond ``size_pt`` high); ``face`` None leaves them hollow."""
-        points = [(float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y)]
-        if points:
-            self._add("markers", points=points, shape=shape, size=size_pt * PT, face=face,
-                      edge=edge, edge_width=edge_width_pt * PT if edge else 0.0)  # fmt: skip
+        (diamond ``size_pt`` high); ``face`` None leaves them hollow, a list gives each marker
+        its own RGB colour."""
+        keep = [i for i, (x, y) in enumerate(points) if math.isfinite(x) and math.isfinite(y)]
+        if not keep:
+            return
+        if isinstance(face, list):
+            face = [tuple(int(v) for v in face[i]) for i in keep]
+        self._add("markers", points=[(float(points[i][0]), float(points[i][1])) for i in keep],
+                  shape=shape, size=size_pt * PT, face=face, edge=edge,
+                  edge_width=edge_width_pt * PT if edge else 0.0)  # fmt: skip
 
     def text(self, xy: Point, text: str, size_pt: float, *, color: str = "black",
              ha: str = "left", va: str = "baseline", bold: bool = False,
              rotated: bool = False) -> None:  # fmt: skip
-        """One line of text anchored at ``xy`` (``ha``: left/center/right; ``va``:
-        top/center/baseline/bottom); ``rotated`` turns it 90 degrees anticlockwise."""
+        """Text anchored at ``xy`` (``ha``: left/center/right; ``va``: top/center/bottom of
+        the block, or baseline: of its last line); lines 1.2 font sizes apart, as matplotlib
+        spaces them; ``rotated`` turns it 90 degrees anticlockwise."""
         ascent, descent = font(size_pt, bold).getmetrics()
-        shift = {"top": ascent, "center": (ascent - descent) / 2, "baseline": 0.0,
-                 "bottom": -descent}[va]  # fmt: skip
+        lines = text.split("\n")
+        step = 1.2 * size_pt * PT
+        block = (len(lines) - 1) * step
+        first = {"top": ascent, "center": (ascent - descent - block) / 2, "baseline": -block,
+                 "bottom": -descent - block}[va]  # fmt: skip
         x, y = xy
-        baseline = (x + shift, y) if rotated else (x, y + shift)
-        self._add("text", xy=baseline, text=text, size=size_pt, color=color, ha=ha, bold=bold,
-                  rotated=rotated)  # fmt: skip
+        for number, line in enumerate(lines):
+            shift = first + number * step
+            baseline = (x + shift, y) if rotated else (x, y + shift)
+            self._add("text", xy=baseline, text=line, size=size_pt, color=color, ha=ha,
+                      bold=bold, rotated=rotated)  # fmt: skip
+
+    def text_box(self, text: str, size_pt: float, bold: bool = False) -> tuple[float, float]:
+        """Width and height (pixels) of the block :meth:`text` draws."""
+        ascent, descent = font(size_pt, bold).getmetrics()
+        lines = text.split("\n")
+        width = max(font(size_pt, bold).getlength(line) for line in lines)
+        return width, (len(lines) - 1) * 1.2 * size_pt * PT + ascent + descent
 
     @staticmethod
     def text_width(text: str, size_pt: float, bold: bool = False) -> float:
@@ -216,9 +235,12 @@ def _markers_png(draw: ImageDraw.ImageDraw, points: list[Point], data: dict, sca
     # the outline is centred on the marker's edge, as matplotlib strokes it
     half = (data["size"] / 2 + data["edge_width"] / 2) * scale
     width = round(data["edge_width"] * scale)
-    fill = _color(data["face"]) if data["face"] else None
+    faces = data["face"] if isinstance(data["face"], list) else None
+    fill = _color(data["face"]) if data["face"] and faces is None else None
     outline = _color(data["edge"]) if data["edge"] else None
-    for x, y in points:
+    for number, (x, y) in enumerate(points):
+        if faces is not None:
+            fill = faces[number]
         if data["shape"] == "o":
             draw.ellipse((x - half, y - half, x + half, y + half), fill=fill, outline=outline,
                          width=width)  # fmt: skip
@@ -255,12 +277,16 @@ def _svg_element(shape: _Shape) -> str:
             on, off = (v * data["width"] for v in DASHES[data["dash"]])
             dash = f' stroke-dasharray="{on:.2f},{off:.2f}"'
         opacity = f' stroke-opacity="{data["alpha"]:g}"' if data["alpha"] < 1 else ""
-        return (f'<polyline points="{points}" fill="none" stroke="{_hex(data["color"])}" '
-                f'stroke-width="{data["width"]:.2f}" stroke-linejoin="round"{dash}{opacity}/>')
+        return (
+            f'<polyline points="{points}" fill="none" stroke="{_hex(data["color"])}" '
+            f'stroke-width="{data["width"]:.2f}" stroke-linejoin="round"{dash}{opacity}/>'
+        )
     if shape.kind == "polygon":
         points = " ".join(f"{x:.2f},{y:.2f}" for x, y in data["points"])
-        return (f'<polygon points="{points}" fill="{_hex(data["fill"])}" '
-                f'fill-opacity="{data["alpha"]:g}" stroke="none"/>')
+        return (
+            f'<polygon points="{points}" fill="{_hex(data["fill"])}" '
+            f'fill-opacity="{data["alpha"]:g}" stroke="none"/>'
+        )
     if shape.kind == "markers":
         return _markers_svg(data)
     return _text_svg(data)
@@ -272,16 +298,18 @@ def _hex(color: str | None) -> str:
 
 def _markers_svg(data: dict) -> str:
     half = data["size"] / 2
-    style = (f'fill="{_hex(data["face"])}" stroke="{_hex(data["edge"])}" '
-             f'stroke-width="{data["edge_width"]:.2f}"')  # fmt: skip
+    faces = data["face"] if isinstance(data["face"], list) else None
+    face = "" if faces is not None else f'fill="{_hex(data["face"])}" '
+    style = f'{face}stroke="{_hex(data["edge"])}" stroke-width="{data["edge_width"]:.2f}"'
     items = []
-    for x, y in data["points"]:
+    for number, (x, y) in enumerate(data["points"]):
+        own = "" if faces is None else ' fill="#{:02x}{:02x}{:02x}"'.format(*faces[number])
         if data["shape"] == "o":
-            items.append(f'<circle cx="{x:.2f}" cy="{y:.2f}" r="{half:.2f}"/>')
+            items.append(f'<circle cx="{x:.2f}" cy="{y:.2f}" r="{half:.2f}"{own}/>')
         else:
             corners = f"{x:.2f},{y - half:.2f} {x + half:.2f},{y:.2f} {x:.2f},{y + half:.2f} " \
                       f"{x - half:.2f},{y:.2f}"  # fmt: skip
-            items.append(f'<polygon points="{corners}"/>')
+            items.append(f'<polygon points="{corners}"{own}/>')
     return f"<g {style}>" + "".join(items) + "</g>"
 
 
@@ -290,6 +318,8 @@ def _text_svg(data: dict) -> str:
     anchor = {"left": "start", "center": "middle", "right": "end"}[data["ha"]]
     weight = ' font-weight="bold"' if data["bold"] else ""
     turn = f' transform="rotate(-90 {x:.2f} {y:.2f})"' if data["rotated"] else ""
-    return (f'<text x="{x:.2f}" y="{y:.2f}" font-family="{SVG_FONTS}" '
-            f'font-size="{data["size"] * PT:.2f}" fill="{_hex(data["color"])}" '
-            f'text-anchor="{anchor}"{weight}{turn}>{escape(data["text"])}</text>')
+    return (
+        f'<text x="{x:.2f}" y="{y:.2f}" font-family="{SVG_FONTS}" '
+        f'font-size="{data["size"] * PT:.2f}" fill="{_hex(data["color"])}" '
+        f'text-anchor="{anchor}"{weight}{turn}>{escape(data["text"])}</text>'
+    )

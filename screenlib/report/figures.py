@@ -163,20 +163,33 @@ def dose_response_figure(
 
 
 class _Axes:
-    """Data to pixel positions of one panel (``box``: left, top, right, bottom pixels)."""
+    """Data to pixel positions of one panel (``box``: left, top, right, bottom pixels).
 
-    def __init__(self, box: tuple[float, float, float, float], xlim, ylim) -> None:
-        self.box, self.xlim, self.ylim = box, xlim, ylim
+    ``scale`` (x, y) makes an axis asinh-scaled with that linear width (matplotlib's
+    ``"asinh"`` scale: ``asinh(value / width)``, linear near zero, logarithmic far from it).
+    """
+
+    def __init__(self, box: tuple[float, float, float, float], xlim, ylim,
+                 scale: tuple[float | None, float | None] = (None, None)) -> None:  # fmt: skip
+        self.box, self.scale = box, scale
+        self.xlim = tuple(self._scaled(v, 0) for v in xlim)
+        self.ylim_scaled = tuple(self._scaled(v, 1) for v in ylim)
+        self.ylim = tuple(ylim)
+
+    def _scaled(self, value, axis: int):
+        value = np.asarray(value, dtype=float)
+        width = self.scale[axis]
+        return value if width is None else np.arcsinh(value / width)
 
     def x(self, value):
         x0, _, x1, _ = self.box
-        return x0 + (np.asarray(value, dtype=float) - self.xlim[0]) / (
-            self.xlim[1] - self.xlim[0]) * (x1 - x0)  # fmt: skip
+        low, high = self.xlim
+        return x0 + (self._scaled(value, 0) - low) / (high - low) * (x1 - x0)
 
     def y(self, value):
         _, y0, _, y1 = self.box
-        return y1 - (np.asarray(value, dtype=float) - self.ylim[0]) / (
-            self.ylim[1] - self.ylim[0]) * (y1 - y0)  # fmt: skip
+        low, high = self.ylim_scaled
+        return y1 - (self._scaled(value, 1) - low) / (high - low) * (y1 - y0)
 
     def points(self, xs, ys) -> list[tuple[float, float]]:
         return list(zip(self.x(xs).tolist(), self.y(ys).tolist(), strict=True))
@@ -403,8 +416,11 @@ def quadrant_figure(
     annexin_label: str,
     pi_label: str,
     max_points: int = 20000,
-) -> Figure:
-    """Annexin V vs PI dot plots with quadrant gates, one panel per population.
+) -> Canvas:
+    """Annexin V vs PI dot plots with quadrant gates, one panel per population: points
+    coloured by their local density (as a flow cytometer's pseudocolour plot), both axes on
+    an asinh scale (linear near zero, logarithmic above), the gates as lines and each
+    quadrant's share of the cells in its corner.
 
     Parameters
     ----------
@@ -428,23 +444,21 @@ def quadrant_figure(
             scale = min(scale, gate / 3)
         return max(scale, 1e-6)
 
-    from matplotlib.figure import Figure  # here: only this figure needs it (see module doc)
-
     x_width = linear_width(all_x, annexin_gate)
     y_width = linear_width(all_y, pi_gate)
-    width = 4.6 * len(populations)
-    figure = Figure(figsize=(width, 5.0))
+    canvas = Canvas(4.6 * len(populations), 5.0)
+    width, height = canvas.size
     # room for two-line axis labels (the measurement, then where and how it was taken)
-    figure.subplots_adjust(
-        left=1.0 / width, right=1 - 0.2 / width, bottom=0.16, top=0.9, wspace=0.25
-    )
+    left, right = 1.0 * DPI, width - 0.2 * DPI
+    axes_width = (right - left) / (len(populations) + 0.25 * (len(populations) - 1))
+    top, bottom = 0.1 * height, 0.84 * height
     rng = np.random.default_rng(0)
-    finite_x = all_x[np.isfinite(all_x)]
-    finite_y = all_y[np.isfinite(all_y)]
-    x_limits = _asinh_limits(finite_x, x_width, annexin_gate)
-    y_limits = _asinh_limits(finite_y, y_width, pi_gate)
+    x_limits = _asinh_limits(all_x[np.isfinite(all_x)], x_width, annexin_gate)
+    y_limits = _asinh_limits(all_y[np.isfinite(all_y)], y_width, pi_gate)
     for index, population in enumerate(populations):
-        axes = figure.add_subplot(1, len(populations), index + 1)
+        x0 = left + index * 1.25 * axes_width
+        axes = _Axes((x0, top, x0 + axes_width, bottom), x_limits, y_limits,
+                     scale=(x_width, y_width))  # fmt: skip
         x = np.asarray(population["annexin"], dtype=float)
         y = np.asarray(population["pi"], dtype=float)
         keep = np.isfinite(x) & np.isfinite(y)
@@ -458,38 +472,39 @@ def quadrant_figure(
             x_plot, y_plot = x, y
         density = _density_colors(np.arcsinh(x_plot / x_width), np.arcsinh(y_plot / y_width))
         order = np.argsort(density)
-        axes.scatter(
-            x_plot[order],
-            y_plot[order],
-            c=density[order],
-            cmap="jet",
-            s=3 if x.size > 2000 else 8,
-            linewidths=0,
-            rasterized=True,
-        )
-        axes.set_xscale("asinh", linear_width=x_width)
-        axes.set_yscale("asinh", linear_width=y_width)
-        axes.set_xlim(*x_limits)
-        axes.set_ylim(*y_limits)
-        _asinh_ticks(axes.xaxis, x_limits, x_width)
-        _asinh_ticks(axes.yaxis, y_limits, y_width)
+        span = float(density.max() - density.min()) if density.size else 0.0
+        shade = (density[order] - density.min()) / span if span > 0 else np.zeros(order.size)
+        rgb = np.round(matplotlib.colormaps["jet"](shade)[:, :3] * 255).astype(np.uint8)
+        canvas.clip_box = axes.box
+        canvas.markers(axes.points(x_plot[order], y_plot[order]), "o",
+                       math.sqrt(3 if x.size > 2000 else 8), rgb.tolist(), None)  # fmt: skip
+        x_low, y_low, x_high, y_high = axes.box
         if annexin_gate is not None and np.isfinite(annexin_gate):
-            axes.axvline(annexin_gate, color="black", linewidth=1.2)
+            gate_x = float(axes.x(annexin_gate))
+            canvas.line([(gate_x, y_low), (gate_x, y_high)], "black", 1.2)
         if pi_gate is not None and np.isfinite(pi_gate):
-            axes.axhline(pi_gate, color="black", linewidth=1.2)
-        _quadrant_labels(axes, x, y, classes, annexin_gate, pi_gate)
+            gate_y = float(axes.y(pi_gate))
+            canvas.line([(x_low, gate_y), (x_high, gate_y)], "black", 1.2)
+        canvas.clip_box = None
+        canvas.line([(x_low, y_low), (x_high, y_low), (x_high, y_high), (x_low, y_high),
+                     (x_low, y_low)], "black", 0.8)  # fmt: skip
+        _quadrant_labels(canvas, axes, x, y, classes, annexin_gate, pi_gate)
+        _asinh_axis(canvas, axes, "x", x_limits, x_width)
+        bottom_of_labels = _asinh_axis(canvas, axes, "y", y_limits, y_width)
         title = str(population["title"])
         title = title if len(title) <= 48 else title[:46] + "…"
-        axes.set_title(f"{title}\nn = {x.size:,} cells", fontsize=10, loc="left")
-        axes.set_xlabel(annexin_label)
+        canvas.text((x_low, y_low - 6 * PT), f"{title}\nn = {x.size:,} cells", 10)
+        tick_text = 8 * PT * 1.2
+        canvas.text(((x_low + x_high) / 2, y_high + 7 * PT + tick_text + 4 * PT),
+                    annexin_label, 10, ha="center", va="top")  # fmt: skip
         if index == 0:
-            axes.set_ylabel(pi_label)
-        axes.tick_params(labelsize=8)
-    return figure
+            canvas.text((bottom_of_labels - 4 * PT, (y_low + y_high) / 2), pi_label, 10,
+                        ha="center", va="bottom", rotated=True)  # fmt: skip
+    return canvas
 
 
-def _asinh_ticks(axis, limits: tuple[float, float], width: float) -> None:
-    """Ticks at 0 and at powers of ten beyond the linear region, labelled as plain numbers."""
+def _asinh_ticks(limits: tuple[float, float], width: float) -> list[float]:
+    """Ticks at 0 and at powers of ten beyond the linear region (inside ``limits``)."""
     low, high = limits
     ticks = [0.0]
     power = 10.0 ** math.ceil(math.log10(max(width, 1e-12)))
@@ -500,9 +515,27 @@ def _asinh_ticks(axis, limits: tuple[float, float], width: float) -> None:
     while -power >= low:
         ticks.insert(0, -power)
         power *= 10
-    axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
-    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    return [t for t in ticks if low <= t <= high]
+
+
+def _asinh_axis(canvas: Canvas, axes: _Axes, which: str, limits, width: float) -> float:
+    """Ticks and their labels (plain numbers, 8 pt) on the bottom or left of ``axes``;
+    returns the outer edge of the labels (for the y axis: where its title goes)."""
+    x_low, _, _, y_high = axes.box
+    tick, pad = 3.5 * PT, 3.5 * PT
+    edge = x_low - tick - pad
+    for value in _asinh_ticks(limits, width):
+        label = f"{value:g}"
+        if which == "x":
+            x = float(axes.x(value))
+            canvas.line([(x, y_high), (x, y_high + tick)], "black", 0.8)
+            canvas.text((x, y_high + tick + pad), label, 8, ha="center", va="top")
+        else:
+            y = float(axes.y(value))
+            canvas.line([(x_low - tick, y), (x_low, y)], "black", 0.8)
+            canvas.text((x_low - tick - pad, y), label, 8, ha="right", va="center")
+            edge = min(edge, x_low - tick - pad - Canvas.text_width(label, 8))
+    return edge
 
 
 def _asinh_limits(values: np.ndarray, width: float, gate: float | None) -> tuple[float, float]:
@@ -516,7 +549,8 @@ def _asinh_limits(values: np.ndarray, width: float, gate: float | None) -> tuple
     return low * 1.3, high * 1.6
 
 
-def _quadrant_labels(axes, x, y, classes, annexin_gate, pi_gate) -> None:
+def _quadrant_labels(canvas: Canvas, axes: _Axes, x, y, classes, annexin_gate, pi_gate) -> None:
+    """Each quadrant's class and share of the cells, bold in its colour, in its corner."""
     total = x.size
     if total == 0:
         return
@@ -532,25 +566,24 @@ def _quadrant_labels(axes, x, y, classes, annexin_gate, pi_gate) -> None:
         }
     else:
         return
-    corners = {
-        "viable": (0.02, 0.02, "left", "bottom"),
-        "early_apoptotic": (0.98, 0.02, "right", "bottom"),
-        "late_apoptotic": (0.98, 0.98, "right", "top"),
-        "necrotic": (0.02, 0.98, "left", "top"),
+    x_low, y_low, x_high, y_high = axes.box
+    inset_x, inset_y = 0.02 * (x_high - x_low), 0.02 * (y_high - y_low)
+    corners = {  # where the label's block sits: (x, y, ha, va)
+        "viable": (x_low + inset_x, y_high - inset_y, "left", "bottom"),
+        "early_apoptotic": (x_high - inset_x, y_high - inset_y, "right", "bottom"),
+        "late_apoptotic": (x_high - inset_x, y_low + inset_y, "right", "top"),
+        "necrotic": (x_low + inset_x, y_low + inset_y, "left", "top"),
     }
+    pad = 0.2 * 8 * PT
     for name, (u, v, ha, va) in corners.items():
-        axes.text(
-            u,
-            v,
-            f"{CLASS_LABELS[name]}\n{100 * fractions[name]:.1f} %",
-            transform=axes.transAxes,
-            ha=ha,
-            va=va,
-            fontsize=8,
-            color=CLASS_COLORS[name],
-            fontweight="bold",
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
+        label = f"{CLASS_LABELS[name]}\n{100 * fractions[name]:.1f} %"
+        box_width, box_height = canvas.text_box(label, 8, bold=True)
+        left = u if ha == "left" else u - box_width
+        upper = v if va == "top" else v - box_height
+        canvas.polygon([(left - pad, upper - pad), (left + box_width + pad, upper - pad),
+                        (left + box_width + pad, upper + box_height + pad),
+                        (left - pad, upper + box_height + pad)], "white", alpha=0.8)  # fmt: skip
+        canvas.text((u, v), label, 8, color=CLASS_COLORS[name], ha=ha, va=va, bold=True)
 
 
 def fractions_to_series(wells: pd.DataFrame, column: str) -> dict[str, float]:
