@@ -186,7 +186,8 @@ def plate_maps_section(
         suffix = f" · timepoint {timepoint}" if several else ""
         name_suffix = f"_t{timepoint}" if several else ""
         figures = _headline_maps(at, geometry, writer, suffix, name_suffix)
-        status = {str(r["well"]): well_qc_status(r) for r in at.to_dict("records")}
+        needed = [c for c in ("well", "qc_flags", "n_fields_used") if c in at.columns]
+        status = {str(r["well"]): well_qc_status(r) for r in at[needed].to_dict("records")}
         status = {well: state for well, state in status.items() if state is not None}
         title = "Well QC" + suffix
         png = writer.figure(
