@@ -270,8 +270,13 @@ def test_curve_figure_png_and_svg_place_the_ic50_on_the_fitted_curve(tmp_path):
               if p.get("stroke") == CURVE_COLOR and len(p.get("points").split()) > 2]  # fmt: skip
     dashed = [p for p in root.iter(f"{ns}polyline")
               if p.get("stroke") == IC50_COLOR and p.get("stroke-dasharray")]  # fmt: skip
-    marks = [c for g in root.iter(f"{ns}g") if g.get("fill") == IC50_COLOR
-             for c in g.iter(f"{ns}circle") if float(c.get("cy")) < 0.8 * 540]  # not the legend's
+    marks = [
+        c
+        for g in root.iter(f"{ns}g")
+        if g.get("fill") == IC50_COLOR
+        for c in g.iter(f"{ns}circle")
+        if float(c.get("cy")) < 0.8 * 540
+    ]  # not the legend's
     assert len(curves) == len(dashed) == len(marks) == 2
     for curve, line, mark in zip(curves, dashed, marks, strict=True):
         points = np.array([p.split(",") for p in curve.get("points").split()], dtype=float)

@@ -294,8 +294,13 @@ def _draw_dose_response(canvas: Canvas, box, panel: dict) -> list[tuple[str, tup
     canvas.clip_box = None
     _axes_frame(canvas, axes, panel, vehicle_x if has_vehicle else None, grid, span)
     canvas.clip_box = box
-    canvas.markers(axes.points(np.log10(concentration[dosed]), response[dosed]), "o",
-                   math.sqrt(22), "black", "black")
+    canvas.markers(
+        axes.points(np.log10(concentration[dosed]), response[dosed]),
+        "o",
+        math.sqrt(22),
+        "black",
+        "black",
+    )
     entries.append(("replicate wells", ("marker", "o", "black", "black")))
     if second is not None:  # a second estimate of the same read-out, e.g. the mixture model
         canvas.markers(axes.points(np.log10(concentration[dosed]), second[dosed]), "D",
