@@ -317,7 +317,7 @@ def _draw_dose_response(canvas: Canvas, box, panel: dict) -> list[tuple[str, tup
     if mark is not None:  # the IC50 written at the top of its line
         name = panel.get("ic50_name", "IC50")
         canvas.text((float(axes.x(mark[0])) + 4 * PT, y0 + 2 * PT),
-                    f"{name} {format_molar(10.0 ** mark[0])}", 9, color=IC50_COLOR, va="top",
+                    f"{name} {format_molar(ic50)}", 9, color=IC50_COLOR, va="top",
                     bold=True)  # fmt: skip
     note = "; ".join(item for item in (panel.get("ic50_text"), panel.get("flags")) if item)
     if note:  # above the panel, where it hides no data
