@@ -330,3 +330,15 @@ def test_inner_boundaries_are_scikit_images():
             labels = np.kron(labels, np.ones((3, 3), dtype=labels.dtype))
         for image in (labels, labels == 1):
             assert np.array_equal(inner_boundaries(image), find_boundaries(image, mode="inner"))
+
+
+def test_a_callers_matplotlib_figure_becomes_a_section_with_its_files(tmp_path):
+    """Sections added by the caller may still be matplotlib figures (saved as PNG and SVG)."""
+    figure = Figure(figsize=(2, 2))
+    figure.add_subplot().plot([0, 1], [0, 1])
+    text = write_report(tmp_path, my_plot=figure).read_text(encoding="utf-8")
+    assert '<section id="my_plot">' in text
+    section = text.split('<section id="my_plot">')[1].split("</section>")[0]
+    assert "data:image/png;base64," in section
+    assert (tmp_path / "figures" / "my_plot.png").read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in (tmp_path / "figures" / "my_plot.svg").read_text(encoding="utf-8")
