@@ -29,7 +29,7 @@ import pandas as pd
 import screenlib
 from screenlib.io_utils import file_sha256
 
-if TYPE_CHECKING:  # a run that draws no quadrant figure never imports matplotlib's Figure
+if TYPE_CHECKING:  # the report's own figures never import matplotlib's Figure (about 0.7 s)
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,6 @@ class PendingFigure:
     png: bytes | None = None
 
 
-# Drawing processes pay only for much drawing: a figure takes about 0.1 s (report/canvas.py),
-# while forking a process holding a plate's tables, and sharing two cores with it, slowed the
-# rest of the report more than that (a gating change on the example plate, 11 figures to draw:
-# report 2.2 s with two drawing processes, 1.6 s drawing here, on a loaded two-core machine)
-MIN_FIGURES_FOR_PROCESSES = 24
-
 # the figures a forked drawing process draws: set just before the fork, read by index in the
 # child (the draw callables are closures over the run's tables, so they are inherited, not
 # pickled)
@@ -203,8 +197,7 @@ class FigureWriter:
     previous
         The ``figures/`` folder of the report this one replaces (None: draw everything).
     processes
-        Drawing processes (default: up to 2, one per core, once there are at least
-        :data:`MIN_FIGURES_FOR_PROCESSES` figures to draw; 1 draws in this process).
+        Drawing processes (default: up to 2, one per core; 1 draws in this process).
     """
 
     folder: Path
@@ -221,7 +214,6 @@ class FigureWriter:
 
         self._previous_index = read_index(self.previous)
         self._style = style_version()
-        self._chosen_processes = self.processes is not None
         if self.processes is None:
             self.processes = min(2, os.cpu_count() or 1)
         self._pool = None
@@ -262,8 +254,6 @@ class FigureWriter:
     def start(self) -> None:
         """Start drawing the queued figures in other processes (when that can help)."""
         if self._pool is not None or len(self.pending) < 2 or (self.processes or 1) < 2:
-            return
-        if not self._chosen_processes and len(self.pending) < MIN_FIGURES_FOR_PROCESSES:
             return
         if not _forking_allowed():
             return

@@ -1,13 +1,13 @@
-"""Figures of the report: dose-response curves (drawn as shapes: :mod:`screenlib.report.canvas`),
-Annexin V / PI quadrants (matplotlib), and the plate maps (drawn as pixels:
+"""Figures of the report: dose-response curves and Annexin V / PI quadrants (drawn as shapes:
+:mod:`screenlib.report.canvas`), and the plate maps (drawn as pixels:
 :mod:`screenlib.report.plate_figures`, re-exported here).
 
-:func:`dose_response_figure` returns a :class:`~screenlib.report.canvas.Canvas`,
-:func:`quadrant_figure` a matplotlib ``Figure`` (Agg backend, no display), a plate map a
-``PIL.Image.Image``; :func:`save_figure` writes any of them as PNG (a Canvas or a Figure also as
-SVG, for the figures taken to slides). matplotlib's figure machinery (about 0.7 s to import) is
-imported only when a quadrant figure is drawn: a gating-only re-run that reuses that figure, or
-draws it in another process, never pays for it here.
+:func:`dose_response_figure` and :func:`quadrant_figure` return a
+:class:`~screenlib.report.canvas.Canvas`, a plate map a ``PIL.Image.Image``; :func:`save_figure`
+writes any of them, or a caller's matplotlib ``Figure``, as PNG (a Canvas or a Figure also as
+SVG, for the figures taken to slides). They take matplotlib's font, colour maps and tick
+rules, but none of its figure machinery (about 0.7 s to import, and about half a second to
+lay out and render each curve figure), which a gating-only re-run would pay for every time.
 """
 
 from __future__ import annotations
