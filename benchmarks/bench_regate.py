@@ -12,10 +12,11 @@ With the report it then times the report alone, from the re-gated run's tables: 
 drawn (a fresh folder), and with the previous figures to reuse (nothing changed).
 
 With ``--cli`` both runs are ``screenlib run`` commands, each a fresh process started from this
-checkout (so imports count, as they do for a user; the report is written).
+checkout (so imports count, as they do for a user; the report is written unless
+``--no-report``).
 
     python benchmarks/bench_regate.py [--scheduler sync] [--no-report]
-    python benchmarks/bench_regate.py --cli
+    python benchmarks/bench_regate.py --cli [--no-report]
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ def _report_alone(out: Path, folder: Path, previous: Path | None) -> Timer:
     return timer
 
 
-def _command_line() -> None:
+def _command_line(report: bool = True) -> None:
     """First run and gating-only re-run as two ``screenlib run`` processes."""
     root = EXAMPLE.parents[1]  # started here, the checkout's own code is imported
     with tempfile.TemporaryDirectory() as folder:
         out, settings = Path(folder) / "out", Path(folder) / "gating.toml"
         settings.write_text('[gating]\nk_mad = 3.5\nmethod = "robust"\n', encoding="utf-8")
         command = [sys.executable, "-m", "screenlib", "-q", "run", str(EXAMPLE / "export"),
-                   "--platemap", str(EXAMPLE / "platemap.csv"), "--out", str(out)]  # fmt: skip
+                   "--platemap", str(EXAMPLE / "platemap.csv"), "--out", str(out),
+                   *([] if report else ["--no-report"])]  # fmt: skip
         with Timer() as first_time:
             subprocess.run(command, cwd=root, check=True, stdout=subprocess.DEVNULL)
         with Timer() as second_time:
@@ -105,7 +107,7 @@ def main() -> None:
     parser.add_argument("--cli", action="store_true", help="time two screenlib run commands")
     args = parser.parse_args()
     if args.cli:
-        _command_line()
+        _command_line(report=not args.no_report)
         return
     report = not args.no_report
     with tempfile.TemporaryDirectory() as folder:

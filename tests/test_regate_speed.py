@@ -86,6 +86,39 @@ def test_a_regate_imports_only_what_it_uses(export, tmp_path):
     assert "300" in (Path(out) / "gates.json").read_text()
 
 
+# drawn as shapes with Pillow (report/canvas.py), the report needs none of matplotlib's figure
+# machinery (about 0.7 s); scikit-image's segmentation module is not needed for the gallery
+UNUSED_BY_THE_REPORT = ("matplotlib.figure", "matplotlib.pyplot", "matplotlib.axes",
+                        "matplotlib.backends.backend_agg", "dask", "distributed")  # fmt: skip
+
+
+def test_a_regate_with_its_report_draws_without_matplotlibs_figures(export, tmp_path):
+    """A fresh process re-gating a finished run writes the report, its gating plot drawn
+    again for the new gate, without importing matplotlib's figure machinery."""
+    gates = "\n[gating]\nannexin_gate = {}\npi_gate = 200.0\nbleedthrough_annexin_to_pi = 0.0\n"
+    platemap = write_text(tmp_path / "map.csv", GOOD_PLATEMAP)
+    out = tmp_path / "out"
+    first = screenlib("-q", "run", export, "--platemap", platemap, "--out", out,
+                      "--settings", write_text(tmp_path / "a.toml", gates.format(200.0)),
+                      "--scheduler", "sync")  # fmt: skip
+    assert first.returncode == 0, first
+    gating_png = Path(out) / "figures" / "gating_annexin_pi.png"
+    before = gating_png.read_bytes()
+    args = ["-q", "run", export, "--platemap", platemap, "--out", out, "--settings",
+            write_text(tmp_path / "b.toml", gates.format(300.0))]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", REGATE_PROBE, *map(str, args)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.split("MODULES", 1)[1]))
+    assert "screenlib.report._report" in loaded  # the probe saw the report written
+    assert not loaded & set(UNUSED_BY_THE_REPORT), sorted(loaded & set(UNUSED_BY_THE_REPORT))
+    assert "skimage.segmentation._find_boundaries" not in loaded  # gallery outlines in numpy
+    assert gating_png.read_bytes() != before  # drawn again for the new gate
+    assert gating_png.read_bytes().startswith(b"\x89PNG")
+
+
 def _samples(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [

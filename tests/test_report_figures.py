@@ -212,3 +212,133 @@ def test_gallery_mosaic_tiles_are_the_crops_pixels(tmp_path):
     assert not chosen["touches_border"].any()
     assert chosen.equals(choose_example_cells(cells, per_class=3))
     assert (chosen["gallery_class"] == chosen["cell_class"].astype(str)).all()
+
+
+# --- curves and gating plot: drawn as shapes, the PNG and the SVG show the same figure ------
+
+
+def _curve_panel(ic50: float = 1e-7, with_interval: bool = True) -> dict:
+    from screenlib.doseresponse.model import four_parameter_logistic
+
+    doses = np.repeat(10.0 ** np.arange(-10, -4.5, 0.5), 2)
+    log_ic50 = float(np.log10(ic50))
+
+    def curve(x):
+        return four_parameter_logistic(x, log_ic50, 1.2, 0.05, 0.85)
+
+    rng = np.random.default_rng(3)
+    response = curve(np.log10(doses)) + rng.normal(0, 0.03, doses.size)
+    return {"ylabel": "apoptotic fraction", "ylim": (-0.02, 1.02), "curve": curve,
+            "concentration_molar": np.concatenate([[0.0, 0.0], doses]),
+            "response": np.concatenate([[0.04, 0.06], response]), "ic50_molar": ic50,
+            "ic50_interval_molar": (ic50 / 2, ic50 * 2) if with_interval else None}  # fmt: skip
+
+
+def _svg_shapes(svg: str):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    return root, ns
+
+
+def test_curve_figure_png_and_svg_place_the_ic50_on_the_fitted_curve(tmp_path):
+    """The IC50 marker sits where the dashed IC50 line crosses the fitted curve, in the SVG's
+    coordinates and in the PNG's pixels alike; text stays text; both files are written."""
+    from screenlib.report.figures import (
+        CURVE_COLOR,
+        IC50_COLOR,
+        dose_response_figure,
+        format_molar,
+        save_figure,
+    )
+
+    panels = [_curve_panel(), _curve_panel(3e-6, with_interval=False)]
+    png_bytes = save_figure(dose_response_figure("HeLa · drug", panels), tmp_path / "curve_x")
+    assert (tmp_path / "curve_x.png").read_bytes() == png_bytes
+    png = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB")).astype(int)
+    assert png.shape == (540, round(5.2 * 2 * 120), 3)
+    svg = (tmp_path / "curve_x.svg").read_text(encoding="utf-8")
+    root, ns = _svg_shapes(svg)
+    assert root.get("width") == f"{5.2 * 2 * 72:.2f}pt"
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    for label in ("concentration", "vehicle", "1 nM", "10 µM", "apoptotic fraction",
+                  f"IC50 {format_molar(1e-7)}", f"IC50 {format_molar(3e-6)}", "4PL fit",
+                  "HeLa · drug", "0.0", "1.0"):  # fmt: skip
+        assert label in texts, label
+    curves = [p for p in root.iter(f"{ns}polyline")  # the fits (the legend's line: 2 points)
+              if p.get("stroke") == CURVE_COLOR and len(p.get("points").split()) > 2]  # fmt: skip
+    dashed = [p for p in root.iter(f"{ns}polyline")
+              if p.get("stroke") == IC50_COLOR and p.get("stroke-dasharray")]  # fmt: skip
+    marks = [
+        c
+        for g in root.iter(f"{ns}g")
+        if g.get("fill") == IC50_COLOR
+        for c in g.iter(f"{ns}circle")
+        if float(c.get("cy")) < 0.8 * 540
+    ]  # not the legend's
+    assert len(curves) == len(dashed) == len(marks) == 2
+    for curve, line, mark in zip(curves, dashed, marks, strict=True):
+        points = np.array([p.split(",") for p in curve.get("points").split()], dtype=float)
+        line_x = float(line.get("points").split()[0].split(",")[0])
+        x, y = float(mark.get("cx")), float(mark.get("cy"))
+        assert abs(x - line_x) < 0.01
+        assert abs(y - np.interp(x, points[:, 0], points[:, 1])) < 0.5  # on the curve
+        assert np.abs(png[round(y), round(x)] - _hex(IC50_COLOR)).max() < 40  # and in the PNG
+        on_curve = []
+        for px, py in points[::10]:  # the PNG draws the curve where the SVG does
+            patch = png[round(py) - 1 : round(py) + 2, round(px) - 1 : round(px) + 2]
+            on_curve.append(np.abs(patch - _hex(CURVE_COLOR)).max(axis=-1).min() < 60)
+        assert np.mean(on_curve) > 0.8  # (a replicate's marker may cover the odd point)
+
+
+def test_gating_plot_draws_cells_in_their_quadrant():
+    """Cells all Annexin V positive and PI negative are drawn right of the Annexin V gate
+    line and below the PI gate line, and only there."""
+    from screenlib.report.figures import quadrant_figure
+
+    rng = np.random.default_rng(1)
+    annexin, pi = rng.uniform(300, 900, 400), rng.uniform(1, 20, 400)
+    figure = quadrant_figure(
+        [{"title": "Vehicle", "annexin": annexin, "pi": pi}], annexin_gate=100.0,
+        pi_gate=60.0, annexin_label="Annexin V", pi_label="PI",
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(io.BytesIO(figure.png())).convert("RGB")).astype(int)
+    assert pixels.shape == (600, round(4.6 * 120), 3)
+    top, bottom = round(0.1 * 600), round(0.84 * 600)  # the panel's frame
+    inner = pixels[top + 50 : bottom - 50]  # between the quadrant labels in its corners
+    dark = inner.max(axis=-1) < 60
+    gate_x = int(np.argmax(dark.mean(axis=0)))  # the dark column crossing the whole panel
+    assert dark[:, gate_x].mean() > 0.95
+    rows = (pixels[top:bottom].max(axis=-1) < 60).mean(axis=1)
+    gate_y = top + 1 + int(np.argmax(rows[1:-1]))  # the dark row (not the frame's edges)
+    coloured = (inner.max(axis=-1) - inner.min(axis=-1)) > 100  # the jet-coloured points
+    ys, xs = np.nonzero(coloured)
+    assert xs.size > 500
+    assert xs.min() > gate_x and ys.min() + top + 50 > gate_y
+
+
+def test_inner_boundaries_are_scikit_images():
+    from skimage.segmentation import find_boundaries
+
+    from screenlib.report.gallery import inner_boundaries
+
+    rng = np.random.default_rng(0)
+    for number in range(60):
+        labels = rng.integers(0, 4, size=(int(rng.integers(1, 25)), int(rng.integers(1, 25))))
+        if number % 2:
+            labels = np.kron(labels, np.ones((3, 3), dtype=labels.dtype))
+        for image in (labels, labels == 1):
+            assert np.array_equal(inner_boundaries(image), find_boundaries(image, mode="inner"))
+
+
+def test_a_callers_matplotlib_figure_becomes_a_section_with_its_files(tmp_path):
+    """Sections added by the caller may still be matplotlib figures (saved as PNG and SVG)."""
+    figure = Figure(figsize=(2, 2))
+    figure.add_subplot().plot([0, 1], [0, 1])
+    text = write_report(tmp_path, my_plot=figure).read_text(encoding="utf-8")
+    assert '<section id="my_plot">' in text
+    section = text.split('<section id="my_plot">')[1].split("</section>")[0]
+    assert "data:image/png;base64," in section
+    assert (tmp_path / "figures" / "my_plot.png").read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in (tmp_path / "figures" / "my_plot.svg").read_text(encoding="utf-8")

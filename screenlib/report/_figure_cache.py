@@ -21,22 +21,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 import screenlib
 from screenlib.io_utils import file_sha256
+
+if TYPE_CHECKING:  # the report's own figures never import matplotlib's Figure (about 0.7 s)
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "figures.json"
 FIGURE_PREFIXES = ("plate_", "curve_", "gating_", "gallery_", "gr_")
 # the modules whose code decides what a figure looks like: a change to any redraws all
-_FIGURE_CODE = ("report/figures.py", "report/plate_figures.py", "report/gallery.py",
-                "report/_figure_cache.py", "doseresponse/model.py")  # fmt: skip
+_FIGURE_CODE = ("report/figures.py", "report/plate_figures.py", "report/canvas.py",
+                "report/gallery.py", "report/_figure_cache.py",
+                "doseresponse/model.py")  # fmt: skip
 
 
 def slug(value: Any) -> str:
@@ -109,7 +112,10 @@ def style_version() -> str:
     """Hash of matplotlib's current settings (a matplotlibrc changes how every figure looks)."""
     import matplotlib
 
-    items = sorted((key, repr(value)) for key, value in matplotlib.rcParams.items())
+    # read as a plain dict: rcParams["backend"] would resolve the automatic backend, importing
+    # pyplot (about a second); the backend decides no figure's look (files are drawn by Agg)
+    settings = dict.items(matplotlib.rcParams)
+    items = sorted((key, repr(value)) for key, value in settings if key != "backend")
     return hashlib.sha256(repr(items).encode()).hexdigest()
 
 

@@ -122,7 +122,10 @@ def table_view(
     formatters = formatters or {}
     flags = list(flagged) if flagged is not None else [False] * len(frame)
     rows = []
-    for number, record in enumerate(frame.head(max_rows).to_dict("records")):
+    shown = frame.head(max_rows)
+    # only the columns shown become records (a wells table has about a hundred)
+    records = shown.loc[:, ~shown.columns.duplicated()][columns].to_dict("records")
+    for number, record in enumerate(records):
         cells = [
             Cell(formatters[c](record[c])) if c in formatters else format_cell(record[c])
             for c in columns
