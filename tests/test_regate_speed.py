@@ -89,7 +89,10 @@ def test_a_regate_imports_only_what_it_uses(export, tmp_path):
 # drawn as shapes with Pillow (report/canvas.py), the report needs none of matplotlib's figure
 # machinery (about 0.7 s); scikit-image's segmentation module is not needed for the gallery
 UNUSED_BY_THE_REPORT = ("matplotlib.figure", "matplotlib.pyplot", "matplotlib.axes",
-                        "matplotlib.backends.backend_agg", "dask", "distributed")  # fmt: skip
+                        "matplotlib.backends.backend_agg", "dask", "distributed",
+                        # the segmentation and the flow scatter gate: no field is analysed
+                        "skimage", "scipy.ndimage", "screenlib.analysis.kernel",
+                        "screenlib.flow.scatter")  # fmt: skip
 
 
 def test_a_regate_with_its_report_draws_without_matplotlibs_figures(export, tmp_path):

@@ -7,7 +7,8 @@ factor. The pixel size is only needed for µm outputs.
 
 :func:`resolve_pixel_size` is the one order in which the pixel size is chosen (``screenlib run``
 and ``screenlib segment`` both use it); :func:`estimate_nucleus_scale` measures the nucleus
-scale from a sample of nuclear-channel fields.
+scale from a sample of nuclear-channel fields. Planning a run needs only the first, so the
+image-processing imports of the second (scipy.ndimage, about 0.2 s) wait until it runs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from screenlib.analysis.correction import background_blocks, block_mean, resize_linear
 from screenlib.analysis.measure import index_labels, labelled_percentile
 from screenlib.robust import robust_sd
 
@@ -131,6 +130,8 @@ def _plane_objects(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Measured first on a grid at most ``_WORK_SIDE_PX`` wide; when its nuclei are under
     ``_MIN_WORK_DIAMETER_PX`` grid pixels across, again on a finer grid (a central crop).
     """
+    from screenlib.analysis.correction import block_mean
+
     factor = max(1, int(np.ceil(max(plane.shape) / _WORK_SIDE_PX)))
     singles, inscribed = _grid_objects(block_mean(plane, factor))
     pooled = singles if singles.size >= 5 else 1.1 * inscribed
@@ -164,6 +165,10 @@ def _level_and_noise_floor(signal: np.ndarray) -> np.ndarray | float:
 
 def _grid_objects(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The measurement behind :func:`_plane_objects` on one (block-averaged) image."""
+    from scipy import ndimage as ndi
+
+    from screenlib.analysis.correction import background_blocks, resize_linear
+
     # a 1-pixel blur: shot noise and speckle, not nuclei, live at that scale
     image = ndi.gaussian_filter(image.astype(np.float32, copy=False), 1.0, mode="nearest")
     block = max(4, min(image.shape) // 16)

@@ -6,27 +6,31 @@ scatter channels; ``flow_tables`` turns the events into the per-cell and per-fie
 image kernel writes, with debris and doublets marked by a scatter gate learned from the
 vehicle wells; then ``learn_gates`` / ``classify_cells`` / ``aggregate_wells`` /
 ``plate_qc`` / ``fit_wells`` run as for images. Needs the ``flow`` extra (flowio).
+
+The names are imported on first use: every image run asks ``is_flow_input`` whether its input
+is a flow plate, and the scatter gate's scipy.ndimage (about 0.2 s to import) is needed only
+when it is.
 """
 
-from screenlib.flow.fcs import FcsDataSet, parse_spillover, read_fcs, spillover_text, write_fcs
-from screenlib.flow.plate import FlowPlate, is_flow_input, read_flow_plate, well_from_name
-from screenlib.flow.scatter import ScatterGate, apply_scatter_gate, learn_scatter_gate
-from screenlib.flow.settings import FlowSettings
-from screenlib.flow.tables import flow_tables
+from screenlib._lazy import lazy_exports
 
-__all__ = [
-    "FcsDataSet",
-    "FlowPlate",
-    "FlowSettings",
-    "ScatterGate",
-    "apply_scatter_gate",
-    "flow_tables",
-    "is_flow_input",
-    "learn_scatter_gate",
-    "parse_spillover",
-    "read_fcs",
-    "read_flow_plate",
-    "spillover_text",
-    "well_from_name",
-    "write_fcs",
-]
+#: public name -> the module of this package that defines it
+_EXPORTS = {
+    "FcsDataSet": "fcs",
+    "FlowPlate": "plate",
+    "FlowSettings": "settings",
+    "ScatterGate": "scatter",
+    "apply_scatter_gate": "scatter",
+    "flow_tables": "tables",
+    "is_flow_input": "plate",
+    "learn_scatter_gate": "scatter",
+    "parse_spillover": "fcs",
+    "read_fcs": "fcs",
+    "read_flow_plate": "plate",
+    "spillover_text": "fcs",
+    "well_from_name": "plate",
+    "write_fcs": "fcs",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
