@@ -618,23 +618,34 @@ def test_ring_drops_the_widest_neighbour_reach_that_leaves_enough_pixels():
     assert ring_of(fallback, 1) == ring_of(only_near, 1)
 
 
-def test_neighbour_light_spread_past_its_ring_is_left_out():
-    """A blurred Annexin-bright membrane lights a dim cell's ring beyond the neighbour's ring
-    reach; the neighbour margin keeps it out, and the bright cell's own reading stays."""
-    yy, xx = np.mgrid[0:120, 0:120].astype(np.float32)
-    hoechst = np.zeros((120, 120), np.float32)
-    annexin = np.zeros((120, 120), np.float32)
-    for cx, level in ((45.0, 20.0), (69.0, 400.0)):  # nuclei of radius 8, 8 px apart
-        distance = np.hypot(yy - 60.0, xx - cx)
+def _cells_with_membranes(
+    shape: tuple[int, int], cells: dict, membrane_px: float, blur_px: float
+) -> np.ndarray:
+    """A 3-channel field: nuclei of radius 8 at ``cells`` ({(y, x): Annexin V level}), each
+    with a membrane ``membrane_px`` from its centre blurred by ``blur_px``; camera noise."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    hoechst = np.zeros(shape, np.float32)
+    annexin = np.zeros(shape, np.float32)
+    for (cy, cx), level in cells.items():
+        distance = np.hypot(yy - cy, xx - cx)
         hoechst += 1000.0 * (distance <= 8)
-        annexin += level * np.exp(-0.5 * ((distance - 12.0) / 2.5) ** 2)
+        annexin += level * np.exp(-0.5 * ((distance - membrane_px) / blur_px) ** 2)
     rng = np.random.default_rng(0)
-    channels = np.stack(
+    return np.stack(
         [
             rng.poisson(ndi.gaussian_filter(image, 1.0) + 30.0) + 100.0
             for image in (hoechst, annexin, np.zeros_like(hoechst))
         ]
     ).astype(np.uint16)
+
+
+def test_neighbour_light_spread_past_its_ring_is_left_out():
+    """A blurred Annexin-bright membrane lights a dim cell's ring beyond the neighbour's ring
+    reach; the neighbour margin keeps it out, and the bright cell's own reading stays."""
+    # nuclei of radius 8, 8 px apart; membranes 4 px out, blurred by 2.5 px
+    channels = _cells_with_membranes(
+        (120, 120), {(60.0, 45.0): 20.0, (60.0, 69.0): 400.0}, 12.0, 2.5
+    )
     readings = {}
     for margin in (0.0, AssaySettings().ring.neighbour_margin_um):
         settings = AssaySettings()
@@ -656,23 +667,10 @@ def test_neighbour_light_spread_past_its_ring_is_left_out():
 
 def test_dim_cell_beside_a_bright_membrane_keeps_its_own_annexin_reading():
     """A touching Annexin-bright neighbour must not make a dim cell read Annexin-positive."""
-    yy, xx = np.mgrid[0:100, 0:100].astype(np.float32)
-    hoechst = np.zeros((100, 100), np.float32)
-    annexin = np.zeros((100, 100), np.float32)
     # a dim cell with bright neighbours on three sides, 3 px between nuclei: their membranes,
     # 2 px outside each nucleus, lie on the dim cell's side of the halfway split
     levels = {(40.0, 50.0): 20.0, (40.0, 31.0): 400.0, (40.0, 69.0): 400.0, (59.0, 50.0): 400.0}
-    for (cy, cx), level in levels.items():
-        distance = np.hypot(yy - cy, xx - cx)
-        hoechst += 1000.0 * (distance <= 8)
-        annexin += level * np.exp(-0.5 * ((distance - 10.0) / 1.0) ** 2)
-    rng = np.random.default_rng(0)
-    channels = np.stack(
-        [
-            rng.poisson(ndi.gaussian_filter(image, 1.0) + 30.0) + 100.0
-            for image in (hoechst, annexin, np.zeros_like(hoechst))
-        ]
-    ).astype(np.uint16)
+    channels = _cells_with_membranes((100, 100), levels, 10.0, 1.0)
     readings = {}
     for exclude in (True, False):
         settings = AssaySettings()

@@ -60,6 +60,16 @@ sys.exit(code)
 """
 
 
+def modules_after(args: list) -> set[str]:
+    """The modules a fresh ``screenlib`` process running ``args`` had loaded at its end."""
+    done = subprocess.run(
+        [sys.executable, "-c", REGATE_PROBE, *map(str, args)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.split("MODULES", 1)[1]))
+
+
 def test_a_regate_imports_only_what_it_uses(export, tmp_path):
     """A fresh process re-gating a finished run (no --scheduler: the default local cluster)
     imports none of scipy.stats, Dask, tqdm or matplotlib, and its tables still change with
@@ -73,12 +83,7 @@ def test_a_regate_imports_only_what_it_uses(export, tmp_path):
     assert first.returncode == 0, first
     args = ["-q", "run", export, "--platemap", platemap, "--out", out, "--settings",
             write_text(tmp_path / "b.toml", gates.format(300.0)), "--no-report"]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", REGATE_PROBE, *map(str, args)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    loaded = set(json.loads(done.stdout.split("MODULES", 1)[1]))
+    loaded = modules_after(args)
     assert "screenlib.orchestrate.finalize" in loaded  # the probe saw the run's modules
     assert not loaded & set(UNUSED_ON_REGATE), sorted(loaded & set(UNUSED_ON_REGATE))
     manifest = json.loads((Path(out) / "run.json").read_text())
@@ -109,12 +114,7 @@ def test_a_regate_with_its_report_draws_without_matplotlibs_figures(export, tmp_
     before = gating_png.read_bytes()
     args = ["-q", "run", export, "--platemap", platemap, "--out", out, "--settings",
             write_text(tmp_path / "b.toml", gates.format(300.0))]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", REGATE_PROBE, *map(str, args)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    loaded = set(json.loads(done.stdout.split("MODULES", 1)[1]))
+    loaded = modules_after(args)
     assert "screenlib.report._report" in loaded  # the probe saw the report written
     assert not loaded & set(UNUSED_BY_THE_REPORT), sorted(loaded & set(UNUSED_BY_THE_REPORT))
     assert "skimage.segmentation._find_boundaries" not in loaded  # gallery outlines in numpy
