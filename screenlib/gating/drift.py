@@ -83,14 +83,9 @@ def stain_scales(
     if not (reference > 0 and reference > spread):
         return {}
     units, unit = np.unique(wells, return_inverse=True)
-    n_units = units.size
-    n_own = np.bincount(unit[finite], minlength=n_units)
-    n_negatives = np.bincount(unit[finite & negative], minlength=n_units)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = n_negatives / n_own  # as np.mean of each unit's negative flags
-    medians = np.full(n_units, np.nan)
-    counted = n_negatives > 0
-    medians[counted] = grouped_quantiles(values[finite], unit[finite], 0.5 * shares)[counted]
+    medians, n_negatives, n_own = negative_medians(
+        values[finite], unit[finite], negative[finite], units.size
+    )
     scales: dict[str, float] = {}
     for k, well in enumerate(units.tolist()):
         median, n_negative = medians[k], int(n_negatives[k])
@@ -151,10 +146,24 @@ def negative_median(values: np.ndarray, negative: np.ndarray) -> float:
     whatever the positives do, while a median of the cells below a gate would also take in
     the positive population's low tail (which a well with many positive cells has plenty of).
     """
-    share = float(np.mean(negative)) if negative.size else 0.0
-    if not share > 0:
-        return float("nan")
-    return float(np.quantile(values, 0.5 * share))
+    values = np.asarray(values, dtype=float)
+    groups = np.zeros(values.size, dtype=np.int64)
+    return float(negative_medians(values, groups, np.asarray(negative, dtype=bool), 1)[0][0])
+
+
+def negative_medians(
+    values: np.ndarray, groups: np.ndarray, negative: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`negative_median` of each group ``0..n_groups-1`` (NaN without negatives), from
+    one sort; with each group's number of negatives and of values."""
+    n_values = np.bincount(groups, minlength=n_groups)
+    n_negatives = np.bincount(groups[negative], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = n_negatives / n_values  # as np.mean of each group's negative flags
+    medians = np.full(n_groups, np.nan)
+    counted = n_negatives > 0
+    medians[counted] = grouped_quantiles(values, groups, 0.5 * shares)[counted]
+    return medians, n_negatives, n_values
 
 
 def drift_units(cells) -> np.ndarray:
