@@ -28,7 +28,7 @@ from screenlib.report.plate_figures import (
     NO_DATA_COLOR,
     NO_VALUE_COLOR,
     QC_STATES,
-    colorbar_ticks,
+    axis_ticks,
     grid_rgb,
     plate_heatmap,
     plate_heatmap_panels,
@@ -100,7 +100,7 @@ def test_colour_bar_ticks_are_those_matplotlib_would_place():
         FigureCanvasAgg(figure).draw()
         expected = [t for t in colorbar.get_ticks() if vmin - 1e-9 <= t <= vmax + 1e-9]
         bar_px = axes.get_window_extent().height
-        assert np.allclose(colorbar_ticks(vmin, vmax, bar_px), expected), (vmin, vmax)
+        assert np.allclose(axis_ticks(vmin, vmax, bar_px), expected), (vmin, vmax)
 
 
 def test_tick_labels_carry_the_decimals_the_ticks_need():

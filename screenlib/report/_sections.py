@@ -164,6 +164,13 @@ def well_qc_status(row: Mapping[str, Any]) -> str | None:
     return "pass"
 
 
+def well_qc_statuses(wells: pd.DataFrame) -> list[str | None]:
+    """:func:`well_qc_status` of every row (only the columns it reads become records: a wells
+    table has about a hundred)."""
+    needed = [c for c in ("qc_flags", "n_fields_used") if c in wells.columns]
+    return [well_qc_status(r) for r in wells[needed].to_dict("records")]
+
+
 def _well_markers(wells: pd.DataFrame) -> dict[str, str]:
     if "role" not in wells.columns:
         return {}
@@ -187,8 +194,7 @@ def plate_maps_section(
         suffix = f" · timepoint {timepoint}" if several else ""
         name_suffix = f"_t{timepoint}" if several else ""
         figures = _headline_maps(at, geometry, writer, suffix, name_suffix)
-        needed = [c for c in ("well", "qc_flags", "n_fields_used") if c in at.columns]
-        status = {str(r["well"]): well_qc_status(r) for r in at[needed].to_dict("records")}
+        status = dict(zip(at["well"].astype(str), well_qc_statuses(at), strict=True))
         status = {well: state for well, state in status.items() if state is not None}
         title = "Well QC" + suffix
         png = writer.figure(

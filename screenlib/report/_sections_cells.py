@@ -21,7 +21,7 @@ from screenlib.report._sections import (
     gates_at,
     timepoints_of,
     value_of,
-    well_qc_status,
+    well_qc_statuses,
 )
 from screenlib.report._view import finite, image, table_view, text
 from screenlib.report.gallery import (
@@ -90,9 +90,7 @@ def _well_tables(wells: pd.DataFrame | None) -> dict[str, Any]:
     """Wells that failed or need a look, and those whose few cells are the expected biology."""
     if wells is None or "qc_flags" not in wells.columns:
         return {"failed": None, "expected": None, "n_failed": 0, "n_expected": 0}
-    needed = [c for c in ("qc_flags", "n_fields_used") if c in wells.columns]  # what it reads
-    status = pd.Series([well_qc_status(r) for r in wells[needed].to_dict("records")],
-                       index=wells.index)  # fmt: skip
+    status = pd.Series(well_qc_statuses(wells), index=wells.index)
     has_flags = wells["qc_flags"].map(lambda v: bool(flag_set(v)))
     flagged = wells[status.isin(["failed", "caveat"]) | (status.isna() & has_flags)]
     expected = wells[status == "expected"]

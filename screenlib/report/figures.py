@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib.ticker
+import matplotlib
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -29,6 +29,7 @@ from screenlib.report.plate_figures import (  # noqa: F401 - the report's plate 
     NO_DATA_COLOR,
     PT,
     QC_STATES,
+    axis_ticks,
     font,
     plate_heatmap,
     plate_heatmap_panels,
@@ -113,10 +114,6 @@ def format_molar(concentration: float) -> str:
         if abs(concentration) >= factor * 0.9995:
             return f"{concentration / factor:.3g} {unit}"
     return f"{concentration / 1e-15:.3g} fM"
-
-
-def _molar_tick(value_log10: float, _position=None) -> str:
-    return format_molar(10.0**value_log10)
 
 
 def dose_response_figure(
@@ -234,15 +231,6 @@ def scalar_tick_labels(ticks: np.ndarray) -> list[str]:
             .replace("-", "\u2212") for label in labels]  # fmt: skip
 
 
-def _y_ticks(ylim: tuple[float, float], height_px: float) -> np.ndarray:
-    """The ticks matplotlib's automatic locator places on an axis ``height_px`` long."""
-    n_bins = int(np.clip(math.floor(height_px / PT / 20), 1, 9))  # two 10-pt labels a bin
-    locator = matplotlib.ticker.MaxNLocator(nbins=n_bins, steps=[1, 2, 2.5, 5, 10])
-    ticks = locator.tick_values(*ylim)
-    tolerance = 1e-10 * (ylim[1] - ylim[0])
-    return ticks[(ticks >= ylim[0] - tolerance) & (ticks <= ylim[1] + tolerance)]
-
-
 def _draw_dose_response(canvas: Canvas, box, panel: dict) -> list[tuple[str, tuple]]:
     """Draw one panel into ``box``; return its legend entries ``(label, handle)``."""
     concentration = np.asarray(panel["concentration_molar"], dtype=float)
@@ -350,7 +338,7 @@ def _axes_frame(canvas: Canvas, axes: _Axes, panel: dict, vehicle_x, grid, span)
     if span > 5:  # keep tick labels apart on wide ranges
         ticks = ticks[ticks % 2 == 0]
     positions = [float(t) for t in ticks]
-    labels = [_molar_tick(t) for t in ticks]
+    labels = [format_molar(10.0**t) for t in ticks]
     if vehicle_x is not None:
         positions, labels = [vehicle_x, *positions], ["vehicle", *labels]
     for position, label in zip(positions, labels, strict=True):
@@ -360,7 +348,7 @@ def _axes_frame(canvas: Canvas, axes: _Axes, panel: dict, vehicle_x, grid, span)
     ascent, descent = font(8).getmetrics()
     canvas.text(((x0 + x1) / 2, y1 + tick + pad + ascent + descent + 4 * PT), "concentration",
                 10, ha="center", va="top")  # fmt: skip
-    y_ticks = _y_ticks(axes.ylim, y1 - y0)
+    y_ticks = axis_ticks(*axes.ylim, y1 - y0, tolerance=1e-10)
     y_labels = scalar_tick_labels(y_ticks)
     for value, label in zip(y_ticks, y_labels, strict=True):
         y = float(axes.y(value))
@@ -512,11 +500,12 @@ def _asinh_ticks(limits: tuple[float, float], width: float) -> list[float]:
     """Ticks at 0 and at powers of ten beyond the linear region (inside ``limits``)."""
     low, high = limits
     ticks = [0.0]
-    power = 10.0 ** math.ceil(math.log10(max(width, 1e-12)))
+    first = 10.0 ** math.ceil(math.log10(max(width, 1e-12)))
+    power = first
     while power <= high:
         ticks.append(power)
         power *= 10
-    power = 10.0 ** math.ceil(math.log10(max(width, 1e-12)))
+    power = first
     while -power >= low:
         ticks.insert(0, -power)
         power *= 10

@@ -126,14 +126,15 @@ def _format_value(value: float, fmt: str) -> str:
     return f"{value:.2g}"
 
 
-def colorbar_ticks(vmin: float, vmax: float, length_px: float) -> np.ndarray:
-    """Tick values of a colour bar ``length_px`` long, as matplotlib's colour bars place them
-    (its automatic locator: 1, 2, 2.5, 5 x 10^n steps, about one tick per 20 points)."""
+def axis_ticks(vmin: float, vmax: float, length_px: float, tolerance: float = 1e-9) -> np.ndarray:
+    """Tick values of an axis or colour bar ``length_px`` long, as matplotlib places them (its
+    automatic locator: 1, 2, 2.5, 5 x 10^n steps, about one tick per 20 points), kept within
+    the range up to ``tolerance`` of its span (a colour bar 1e-9, an axis 1e-10)."""
     n_bins = max(min(int(length_px / PT // 20), 9), 1)
     locator = matplotlib.ticker.MaxNLocator(nbins=n_bins, steps=[1, 2, 2.5, 5, 10])
     ticks = locator.tick_values(vmin, vmax)
     span = vmax - vmin
-    return ticks[(ticks >= vmin - 1e-9 * span) & (ticks <= vmax + 1e-9 * span)]
+    return ticks[(ticks >= vmin - tolerance * span) & (ticks <= vmax + tolerance * span)]
 
 
 def tick_labels(ticks: np.ndarray, value_format: str) -> list[str]:
@@ -166,7 +167,7 @@ def _draw_colorbar(image: Image.Image, layout: _Layout, index: int, colormap, vm
     gradient = (colormap(np.repeat(levels, x1 - x0 + 1, axis=1))[..., :3] * 255).round()
     image.paste(Image.fromarray(gradient.astype(np.uint8), "RGB"), (x0, y0))
     draw.rectangle((x0, y0, x1, y1), outline="black", width=1)
-    ticks = colorbar_ticks(vmin, vmax, y1 - y0)
+    ticks = axis_ticks(vmin, vmax, y1 - y0)
     tick_font = font(10)
     tick_length = round(3.5 * PT)
     widths = [0.0]
