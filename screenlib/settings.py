@@ -397,6 +397,13 @@ def validate_settings(settings: AssaySettings, source: str = "settings") -> None
     for name, value in positive.items():
         if not value > 0:
             raise SettingsError(f"{source}: '{name}' must be positive, got {value}")
+    non_negative = {  # 0 turns them off
+        "ring.ring_gap_um": settings.ring.ring_gap_um,
+        "ring.neighbour_margin_um": settings.ring.neighbour_margin_um,
+    }
+    for name, value in non_negative.items():
+        if not value >= 0:
+            raise SettingsError(f"{source}: '{name}' must be 0 or more, got {value}")
     check_fit_settings(settings.fit, source)
     flow = settings.flow
     for key in ("debris_k", "doublet_k"):

@@ -223,3 +223,16 @@ def test_every_setting_has_its_line_in_the_template():
         elif section.name != "channels":
             keys.append(section.name)
     assert [k for k in keys if k not in _EXPLANATIONS] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("neighbour_margin_um", "-1.0"), ("neighbour_margin_um", "nan"),
+                       ("ring_gap_um", "-0.5")],
+)  # fmt: skip
+def test_negative_ring_distances_are_refused_naming_the_key(tmp_path, key, value):
+    from screenlib.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=rf"'ring\.{key}' must be 0 or more"):
+        load_settings(_write(tmp_path, f"[ring]\n{key} = {value}\n"))
+    margin_off = load_settings(_write(tmp_path, f"[ring]\n{key} = 0.0\n"))
+    assert getattr(margin_off.ring, key) == 0.0
