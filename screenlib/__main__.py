@@ -1,3 +1,3 @@
-from screenlib.cli import main
+from screenlib.cli import console_main
 
-main()
+console_main()

@@ -12,6 +12,7 @@ import io
 import re
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,6 +25,7 @@ from screenlib.gating import classify_cells, learn_gates
 from screenlib.gating.synthetic_cells import example_platemap, simulate_cell_table
 from screenlib.platemap import PlateGeometry
 from screenlib.report import write_report
+from screenlib.report.colormaps import NAMES, colormap_rgb
 from screenlib.report.plate_figures import (
     NO_DATA_COLOR,
     NO_VALUE_COLOR,
@@ -101,6 +103,39 @@ def test_colour_bar_ticks_are_those_matplotlib_would_place():
         expected = [t for t in colorbar.get_ticks() if vmin - 1e-9 <= t <= vmax + 1e-9]
         bar_px = axes.get_window_extent().height
         assert np.allclose(axis_ticks(vmin, vmax, bar_px), expected), (vmin, vmax)
+
+
+def test_axis_ticks_match_matplotlibs_locator_over_many_ranges():
+    """The tick rule written without matplotlib places the ticks its MaxNLocator places, for
+    ranges of every magnitude, sign and length (1 to 9 intervals)."""
+    rng = np.random.default_rng(7)
+    ranges = [(0.0, 1.0), (0.0, 0.19), (-2.0, 3.0), (0.0, 0.0009128)]
+    for _ in range(400):
+        scale = 10.0 ** rng.integers(-4, 5)
+        low = rng.uniform(-1, 1) * scale * rng.choice([0, 1])
+        ranges.append((low, low + rng.uniform(0.01, 10) * scale))
+    for vmin, vmax in ranges:
+        for n_bins in range(1, 10):
+            length_px = n_bins * 20 * 120 / 72 + 1  # one interval per 20 points
+            locator = matplotlib.ticker.MaxNLocator(nbins=n_bins, steps=[1, 2, 2.5, 5, 10])
+            expected = locator.tick_values(vmin, vmax)
+            span = vmax - vmin
+            expected = expected[(expected >= vmin - 1e-9 * span) & (expected <= vmax + 1e-9 * span)]
+            ticks = axis_ticks(vmin, vmax, length_px)
+            assert len(ticks) == len(expected), (vmin, vmax, n_bins, ticks, expected)
+            assert np.allclose(ticks, expected, rtol=1e-9, atol=1e-12 * span), (vmin, vmax, n_bins)
+
+
+def test_stored_colour_maps_are_matplotlibs():
+    """The report's colour tables (drawn without matplotlib) give the colours matplotlib's
+    colour maps give, level for level, and other names are taken from matplotlib."""
+    values = np.concatenate([np.linspace(0.0, 1.0, 5001), [-0.5, 1.5]])
+    for name in NAMES:
+        expected = np.round(matplotlib.colormaps[name](np.clip(values, 0, 1))[:, :3] * 255)
+        assert np.array_equal(colormap_rgb(name, values), expected), name
+    expected = np.round(matplotlib.colormaps["cividis"](values[:-2])[:, :3] * 255)
+    assert np.array_equal(colormap_rgb("cividis", values[:-2]), expected)
+    assert colormap_rgb("magma", np.array([np.nan])).tolist() == [[0, 0, 0]]
 
 
 def test_tick_labels_carry_the_decimals_the_ticks_need():

@@ -107,3 +107,32 @@ def test_help_lists_every_command_without_importing_them():
         assert name in result.stdout and text.split()[0] in result.stdout
     loaded = result.stdout.split("LOADED", 1)[1]
     assert "screenlib.cli.simulate" not in loaded and "screenlib.cli.run" not in loaded
+
+
+EXITING = """
+import atexit, pathlib, sys
+from screenlib.cli import console_main
+marker = pathlib.Path(sys.argv[1])
+atexit.register(marker.write_text, "exit handlers ran")
+sys.argv = ["screenlib", *sys.argv[2:]]
+console_main()
+"""
+
+
+def test_the_command_skips_teardown_but_keeps_output_status_and_exit_handlers(tmp_path):
+    """``screenlib`` ends without the interpreter's teardown (about 0.4 s of a re-gate), yet
+    what it printed, its exit status and the exit handlers (e.g. removing temporary folders)
+    are all kept, for a finished command and for one stopped by bad input."""
+    marker = tmp_path / "marker.txt"
+    listed = subprocess.run([sys.executable, "-c", EXITING, str(marker), "plugins"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert "annexin_v" in listed.stdout and "hoechst" in listed.stdout
+    assert marker.read_text() == "exit handlers ran"
+    marker.unlink()
+    missing = tmp_path / "no_such_map.csv"
+    command = [sys.executable, "-c", EXITING, str(marker), "platemap", str(missing)]
+    stopped = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 2, (stopped.returncode, stopped.stderr)
+    assert "no_such_map.csv" in stopped.stderr
+    assert marker.read_text() == "exit handlers ran"

@@ -3,8 +3,8 @@
 Re-gating or refitting a plate changes some figures and not others (a gating change leaves the
 cell-count and well-QC maps as they were; a fit change leaves every plate map and the gating
 plot). Drawing a figure costs far more than the rest of the report, so each figure is keyed by a
-hash of everything it is drawn from: its input data, its kind, the figure code and the
-matplotlib version. ``figures/figures.json`` records each figure's key and the SHA-256 of its
+hash of everything it is drawn from: its input data, its kind, the figure code, its colour
+tables and fonts. ``figures/figures.json`` records each figure's key and the SHA-256 of its
 files. A figure whose key and files match the previous report's is copied, not drawn; any
 difference (data, code, a file edited or deleted by hand) draws it again. What was reused is
 logged and shown in the report's Run section.
@@ -38,8 +38,8 @@ INDEX_NAME = "figures.json"
 FIGURE_PREFIXES = ("plate_", "curve_", "gating_", "gallery_", "gr_")
 # the modules whose code decides what a figure looks like: a change to any redraws all
 _FIGURE_CODE = ("report/figures.py", "report/plate_figures.py", "report/canvas.py",
-                "report/gallery.py", "report/_figure_cache.py",
-                "doseresponse/model.py")  # fmt: skip
+                "report/gallery.py", "report/_figure_cache.py", "report/colormaps.py",
+                "report/colormaps.npz", "doseresponse/model.py")  # fmt: skip
 
 
 def slug(value: Any) -> str:
@@ -50,15 +50,18 @@ def slug(value: Any) -> str:
 
 @cache
 def figure_code_version() -> str:
-    """Hash of the figure-drawing code, screenlib's, matplotlib's and Pillow's versions."""
-    import matplotlib
+    """Hash of the figure-drawing code and colour tables, screenlib's and Pillow's versions
+    and the font files the figures are drawn with."""
     import PIL
 
-    versions = f"{screenlib.__version__}|{matplotlib.__version__}|{PIL.__version__}"
+    from screenlib.report.plate_figures import font_file
+
+    versions = f"{screenlib.__version__}|{PIL.__version__}"
     digest = hashlib.sha256(versions.encode())
     package = Path(screenlib.__file__).parent
-    for name in _FIGURE_CODE:
-        digest.update((package / name).read_bytes())
+    fonts = [Path(font_file(False)), Path(font_file(True))]
+    for path in [*(package / name for name in _FIGURE_CODE), *fonts]:
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -108,20 +111,10 @@ def _feed(digest, value: Any) -> None:
         raise TypeError(f"cannot key a figure on a {type(value).__name__}")
 
 
-def style_version() -> str:
-    """Hash of matplotlib's current settings (a matplotlibrc changes how every figure looks)."""
-    import matplotlib
-
-    # read as a plain dict: rcParams["backend"] would resolve the automatic backend, importing
-    # pyplot (about a second); the backend decides no figure's look (files are drawn by Agg)
-    settings = dict.items(matplotlib.rcParams)
-    items = sorted((key, repr(value)) for key, value in settings if key != "backend")
-    return hashlib.sha256(repr(items).encode()).hexdigest()
-
-
-def input_key(kind: str, data: Any, style: str = "") -> str:
-    """The cache key of a figure of ``kind`` drawn from ``data`` with matplotlib settings
-    ``style`` (:func:`style_version`) (SHA-256, hex).
+def input_key(kind: str, data: Any) -> str:
+    """The cache key of a figure of ``kind`` drawn from ``data`` (SHA-256, hex): the figures
+    depend on nothing else but the code and fonts of :func:`figure_code_version` (no
+    matplotlib settings: they are drawn without matplotlib).
 
     Examples
     --------
@@ -131,7 +124,6 @@ def input_key(kind: str, data: Any, style: str = "") -> str:
     False
     """
     digest = hashlib.sha256(figure_code_version().encode())
-    _feed(digest, style)
     _feed(digest, kind)
     _feed(digest, data)
     return digest.hexdigest()
@@ -213,7 +205,6 @@ class FigureWriter:
         import os
 
         self._previous_index = read_index(self.previous)
-        self._style = style_version()
         if self.processes is None:
             self.processes = min(2, os.cpu_count() or 1)
         self._pool = None
@@ -241,7 +232,7 @@ class FigureWriter:
         """
         name = self.name(stem)
         suffixes = (".png", ".svg") if svg else (".png",)
-        key = input_key(f"{stem}|{'svg' if svg else 'png'}", key_data, self._style)
+        key = input_key(f"{stem}|{'svg' if svg else 'png'}", key_data)
         png = self._reuse(name, key, suffixes)
         if png is not None:
             self.reused.append(name)
@@ -319,7 +310,7 @@ class FigureWriter:
     def image(self, stem: str, write: Callable[[Path], None], key_data: Any) -> None:
         """A PNG written by ``write(path)`` (e.g. a gallery mosaic), reused like a figure."""
         name = self.name(stem)
-        key = input_key(f"{stem}|image", key_data, self._style)
+        key = input_key(f"{stem}|image", key_data)
         if self._reuse(name, key, (".png",)) is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             write(self.folder / f"{name}.png")

@@ -3,25 +3,26 @@
 A plate map is a few hundred short labels on coloured squares. Through matplotlib every label
 is a Text artist laid out and rendered in Python (about a millisecond each), so a 96-well map
 cost about a quarter of a second and the four-panel class map over half a second; Pillow draws
-the same font (the one matplotlib's font manager picks, so a matplotlibrc still applies) with
-FreeType in C, in about a hundredth of that. The layout is fixed in pixels at 120 dpi, as the
-report's other figures: square wells, white lines between them, row letters and column numbers
-outside, a colour bar with its ticks and label. Each function returns a ``PIL.Image.Image``
-(shown by Jupyter; ``image.save("map.png")`` writes it).
+the same font (DejaVu Sans, the one matplotlib ships and draws with) with FreeType in C, in
+about a hundredth of that, without importing matplotlib. The layout is fixed in pixels at
+120 dpi, as the report's other figures: square wells, white lines between them, row letters
+and column numbers outside, a colour bar with its ticks and label. Each function returns a
+``PIL.Image.Image`` (shown by Jupyter; ``image.save("map.png")`` writes it).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 
-import matplotlib
-import matplotlib.colors as mcolors
-import matplotlib.ticker
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from screenlib.platemap import PlateGeometry, split_well
+from screenlib.report.colormaps import colormap_rgb
 
 DPI = 120
 PT = DPI / 72  # pixels per point
@@ -36,11 +37,18 @@ NO_DATA_COLOR = "#d9d9d9"
 
 
 @cache
-def _font_file(bold: bool) -> str:
-    from matplotlib import font_manager
+def font_file(bold: bool = False) -> str:
+    """DejaVu Sans (bold), from matplotlib's fonts folder, found without importing matplotlib."""
+    spec = importlib.util.find_spec("matplotlib")
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / name
+        if path.is_file():
+            return str(path)
+    from matplotlib import font_manager  # an unusual install: ask matplotlib where it is
 
     weight = "bold" if bold else "normal"
-    return font_manager.findfont(font_manager.FontProperties(weight=weight))
+    return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight=weight))
 
 
 @cache
@@ -49,12 +57,12 @@ def _font_cached(path: str, size_px: float) -> ImageFont.FreeTypeFont:
 
 
 def font(size_pt: float, bold: bool = False) -> ImageFont.FreeTypeFont:
-    """matplotlib's sans-serif font (DejaVu Sans unless a matplotlibrc says otherwise)."""
-    return _font_cached(_font_file(bold), round(size_pt * PT, 2))
+    """The figures' sans-serif font, DejaVu Sans (:func:`font_file`), at ``size_pt`` points."""
+    return _font_cached(font_file(bold), round(size_pt * PT, 2))
 
 
-def _rgb(color) -> tuple[int, int, int]:
-    return tuple(int(round(255 * c)) for c in mcolors.to_rgb(color))
+def _rgb(color: str) -> tuple[int, int, int]:
+    return ImageColor.getrgb(color)[:3]
 
 
 class _Layout:
@@ -126,14 +134,34 @@ def _format_value(value: float, fmt: str) -> str:
     return f"{value:.2g}"
 
 
+#: tick steps per decade, and the wider and narrower ones tried when they place too few ticks
+TICK_STEPS = (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 20.0)
+
+
 def axis_ticks(vmin: float, vmax: float, length_px: float, tolerance: float = 1e-9) -> np.ndarray:
-    """Tick values of an axis or colour bar ``length_px`` long, as matplotlib places them (its
-    automatic locator: 1, 2, 2.5, 5 x 10^n steps, about one tick per 20 points), kept within
-    the range up to ``tolerance`` of its span (a colour bar 1e-9, an axis 1e-10)."""
+    """Tick values of an axis or colour bar ``length_px`` long, placed as matplotlib's automatic
+    locator places them, kept within the range up to ``tolerance`` of its span (a colour bar
+    1e-9, an axis 1e-10).
+
+    About one interval per 20 points (at most 9): the step is the smallest of 1, 2, 2.5, 5 x
+    10^n that is at least the span over the intervals, or a smaller one where that leaves
+    fewer than two ticks in the range; ticks are the step's multiples covering the range.
+
+    Examples
+    --------
+    >>> axis_ticks(0.0, 1.0, 600).tolist()
+    [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+    """
     n_bins = max(min(int(length_px / PT // 20), 9), 1)
-    locator = matplotlib.ticker.MaxNLocator(nbins=n_bins, steps=[1, 2, 2.5, 5, 10])
-    ticks = locator.tick_values(vmin, vmax)
     span = vmax - vmin
+    scale = 10.0 ** math.floor(math.log10(span / n_bins))
+    steps = [multiple * scale for multiple in TICK_STEPS]
+    widest = next(i for i, step in enumerate(steps) if step >= span / n_bins)
+    for step in reversed(steps[: widest + 1]):
+        first, last = math.floor(vmin / step + 1e-10), math.ceil(vmax / step - 1e-10)
+        ticks = np.arange(first, last + 1) * step
+        if np.count_nonzero((ticks >= vmin) & (ticks <= vmax)) >= 2:
+            break
     return ticks[(ticks >= vmin - tolerance * span) & (ticks <= vmax + tolerance * span)]
 
 
@@ -156,7 +184,7 @@ def tick_labels(ticks: np.ndarray, value_format: str) -> list[str]:
     return [f"{value:.{decimals}f}{unit}" for value in shown]
 
 
-def _draw_colorbar(image: Image.Image, layout: _Layout, index: int, colormap, vmin: float,
+def _draw_colorbar(image: Image.Image, layout: _Layout, index: int, cmap: str, vmin: float,
                    vmax: float, label: str, value_format: str) -> None:  # fmt: skip
     """A vertical colour bar right of panel ``index``'s grid: gradient, outline, ticks, label."""
     draw = ImageDraw.Draw(image)
@@ -164,8 +192,8 @@ def _draw_colorbar(image: Image.Image, layout: _Layout, index: int, colormap, vm
     x0, x1 = round(right + 0.12 * DPI), round(right + 0.28 * DPI)
     y0, y1 = round(top), round(bottom) - 1
     levels = np.linspace(1.0, 0.0, y1 - y0 + 1)[:, None]  # top: vmax
-    gradient = (colormap(np.repeat(levels, x1 - x0 + 1, axis=1))[..., :3] * 255).round()
-    image.paste(Image.fromarray(gradient.astype(np.uint8), "RGB"), (x0, y0))
+    gradient = colormap_rgb(cmap, np.repeat(levels, x1 - x0 + 1, axis=1))
+    image.paste(Image.fromarray(gradient, "RGB"), (x0, y0))
     draw.rectangle((x0, y0, x1, y1), outline="black", width=1)
     ticks = axis_ticks(vmin, vmax, y1 - y0)
     tick_font = font(10)
@@ -223,9 +251,9 @@ def _draw_markers(draw, layout: _Layout, index: int, markers, rgb) -> None:
         draw.text(xy, text, font=marker_font, fill="black", anchor="la")
 
 
-def _well_colors(grid: np.ndarray, colormap, vmin: float, vmax: float) -> np.ndarray:
+def _well_colors(grid: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
     scaled = np.clip((grid - vmin) / (vmax - vmin), 0.0, 1.0)
-    rgb = np.round(colormap(scaled)[..., :3] * 255)
+    rgb = colormap_rgb(cmap, scaled).astype(float)
     rgb[~np.isfinite(grid)] = _rgb(NO_VALUE_COLOR)
     return rgb
 
@@ -238,11 +266,10 @@ def _draw_panel(image, layout, index, values, *, colorbar_label, cmap="viridis",
     vmin = float(finite.min()) if vmin is None and finite.size else vmin
     vmin = 0.0 if vmin is None else float(vmin)
     vmax = vmin + 1.0 if vmax is None or vmax <= vmin else float(vmax)
-    colormap = matplotlib.colormaps[cmap]
-    rgb = _well_colors(grid, colormap, vmin, vmax)
+    rgb = _well_colors(grid, cmap, vmin, vmax)
     draw = ImageDraw.Draw(image)
     _draw_wells(draw, layout, index, rgb)
-    _draw_colorbar(image, layout, index, colormap, vmin, vmax, colorbar_label, value_format)
+    _draw_colorbar(image, layout, index, cmap, vmin, vmax, colorbar_label, value_format)
     if annotate and layout.geometry.n_wells <= 96:
         _draw_values(draw, layout, index, grid, rgb, value_format)
     _draw_markers(draw, layout, index, markers, rgb)
@@ -277,7 +304,8 @@ def plate_heatmap(
     title, colorbar_label
         Title and the colour bar's label (with units).
     cmap, vmin, vmax
-        matplotlib colour map name and its range (default: the values' range).
+        Colour map (a matplotlib name; :mod:`colormaps` holds the report's own without
+        matplotlib) and its range (default: the values' range).
     value_format
         How values are written inside the wells of plates with at most 96 wells:
         ``"count"``, ``"percent"`` (fractions shown as %) or ``"number"``.
