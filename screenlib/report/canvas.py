@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from xml.sax.saxutils import escape
+from html import escape
 
 from PIL import Image, ImageDraw
 
@@ -321,5 +321,5 @@ def _text_svg(data: dict) -> str:
     return (
         f'<text x="{x:.2f}" y="{y:.2f}" font-family="{SVG_FONTS}" '
         f'font-size="{data["size"] * PT:.2f}" fill="{_hex(data["color"])}" '
-        f'text-anchor="{anchor}"{weight}{turn}>{escape(data["text"])}</text>'
+        f'text-anchor="{anchor}"{weight}{turn}>{escape(data["text"], quote=False)}</text>'
     )

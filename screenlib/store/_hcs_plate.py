@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -500,8 +501,8 @@ class Plate:
         with self._lock:
             if array_path in self._plane_chunks:
                 return self._plane_chunks[array_path]
-        _check_array_codecs(self.path, array_path)
-        chunks = _PlaneChunks.for_array(self.path / array_path)
+        meta = _check_array_codecs(self.path, array_path)
+        chunks = _PlaneChunks.for_array(self.path / array_path, meta)
         with self._lock:
             self._plane_chunks[array_path] = chunks
         return chunks
@@ -670,16 +671,36 @@ class _PlaneChunks:
     """
 
     def __init__(
-        self, array_dir: Path, dtype: np.dtype, codec: Any | None, checksum: bool = False
+        self, array_dir: Path, dtype: np.dtype, blosc: dict | None, checksum: bool = False
     ) -> None:
         self.array_dir = array_dir
         self.dtype = dtype.newbyteorder("<")
-        self.codec = codec
+        self.blosc = blosc  # the Blosc codec's configuration (None: stored uncompressed)
         self.checksum = checksum  # a crc32c of the stored bytes follows them (4 bytes, LE)
 
+    @cached_property
+    def codec(self) -> Any | None:
+        """The Blosc codec, made on first read or write (fingerprints need none)."""
+        if self.blosc is None:
+            return None
+        import numcodecs
+
+        config = self.blosc
+        shuffles = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+        return numcodecs.Blosc(
+            cname=config["cname"],
+            clevel=config["clevel"],
+            shuffle=shuffles[config["shuffle"]],
+            blocksize=config.get("blocksize", 0),
+            typesize=config.get("typesize"),
+        )
+
     @classmethod
-    def for_array(cls, array_dir: Path) -> _PlaneChunks | None:
-        meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
+    def for_array(cls, array_dir: Path, meta: dict | None = None) -> _PlaneChunks | None:
+        """The reader of the array in ``array_dir`` (``meta``: its ``zarr.json``, when read
+        already), or None when its chunks are not whole planes laid out as screenlib writes."""
+        if meta is None:
+            meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
         shape = meta["shape"]
         grid = meta.get("chunk_grid", {})
         keys = meta.get("chunk_key_encoding", {})
@@ -701,20 +722,8 @@ class _PlaneChunks:
             names = names[:-1]
         if names not in ([], ["blosc"]):
             return None
-        codec = None
-        if names:
-            config = codecs[1]["configuration"]
-            shuffles = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-            import numcodecs
-
-            codec = numcodecs.Blosc(
-                cname=config["cname"],
-                clevel=config["clevel"],
-                shuffle=shuffles[config["shuffle"]],
-                blocksize=config.get("blocksize", 0),
-                typesize=config.get("typesize"),
-            )
-        return cls(array_dir, np.dtype(meta["data_type"]), codec, checksum)
+        blosc = codecs[1]["configuration"] if names else None
+        return cls(array_dir, np.dtype(meta["data_type"]), blosc, checksum)
 
     def _path(self, index: tuple[int, ...]) -> Path:
         return self.array_dir.joinpath("c", *map(str, index), "0", "0")
@@ -750,13 +759,12 @@ class _PlaneChunks:
 
     def fingerprint(self, index: tuple[int, ...]) -> bytes:
         """Size and stored checksum of one chunk file (modification time without one)."""
-        path = self._path(index)
         try:
-            stat = path.stat()
+            handle = open(self._path(index), "rb")  # noqa: SIM115 - closed just below
         except FileNotFoundError:
             return b"missing;"
-        tail = b""
-        with open(path, "rb") as handle:
+        with handle:
+            stat = os.fstat(handle.fileno())
             if stat.st_size >= 8:
                 handle.seek(-8, os.SEEK_END)
             tail = handle.read(8)
