@@ -70,9 +70,10 @@ def in_failed_fields(cells: pd.DataFrame, fields: pd.DataFrame | None) -> np.nda
     if not failed or not {"well", "field"} <= set(cells.columns):
         return np.zeros(len(cells), dtype=bool)
     timepoints = cells["timepoint"] if "timepoint" in cells else pd.Series(0, cells.index)
-    keys = zip(cells["well"].astype(str), cells["field"].astype(int), timepoints.astype(int),
-               strict=True)  # fmt: skip
-    return np.fromiter((key in failed for key in keys), dtype=bool, count=len(cells))
+    keys = pd.MultiIndex.from_arrays(
+        [cells["well"].astype(str), cells["field"].astype(int), timepoints.astype(int)]
+    )
+    return keys.isin(list(failed))
 
 
 def counted_cells(
