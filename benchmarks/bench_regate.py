@@ -13,7 +13,8 @@ drawn (a fresh folder), and with the previous figures to reuse (nothing changed)
 
 With ``--cli`` both runs are ``screenlib run`` commands, each a fresh process started from this
 checkout (so imports count, as they do for a user; the report is written unless
-``--no-report``).
+``--no-report``). With ``PYTHONDONTWRITEBYTECODE`` set, a checkout without ``__pycache__``
+compiles its modules again in every process (about 0.3 s here); a user's install has them.
 
     python benchmarks/bench_regate.py [--scheduler sync] [--no-report]
     python benchmarks/bench_regate.py --cli [--no-report]
