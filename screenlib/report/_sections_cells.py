@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from screenlib.errors import ScreenlibError
 from screenlib.report import figures as fig
@@ -27,8 +28,12 @@ from screenlib.report._view import finite, image, table_view, text
 from screenlib.report.gallery import (
     GALLERY_CLASSES,
     GALLERY_ROWS,
-    cell_gallery,
+    CellCrop,
+    crops_from_mosaic,
+    draw_crops,
     gallery_mosaic,
+    gallery_source_key,
+    plan_gallery,
     png_bytes,
 )
 
@@ -282,7 +287,7 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         return {"note": "No classified cells were given, so no cell crops are shown.",
                 "classes": []}  # fmt: skip
     try:
-        crops = cell_gallery(plate, cells, settings)
+        crops = _gallery_crops(plate, cells, settings, writer)
     except (ScreenlibError, KeyError, OSError, ValueError) as error:  # missing labels/field
         log.warning("cell gallery skipped: %s", error)
         return {"note": f"Cell crops could not be read from the plate: {error}", "classes": []}
@@ -291,14 +296,6 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
     for cell_class in rows:
         of_class = [c for c in crops if c.cell_class == cell_class]
         label, color = GALLERY_ROW_LABELS[cell_class]
-        if of_class:
-            writer.image(
-                f"gallery_{cell_class}",
-                lambda path, of_class=of_class: path.write_bytes(
-                    png_bytes(gallery_mosaic(of_class))
-                ),
-                [crop.png for crop in of_class],
-            )
         items = []
         for crop in of_class:
             caption = (f"{crop.well} f{crop.field} t{crop.timepoint} #{crop.label} · "
@@ -314,3 +311,50 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         classes.append({"label": label, "color": color, "crops": items, "none": none,
                         "about": GALLERY_ROW_NOTES.get(cell_class, "")})  # fmt: skip
     return {"note": "", "classes": classes}
+
+
+def _gallery_crops(plate, cells, settings, writer: FigureWriter) -> list[CellCrop]:
+    """The gallery's crops, and its mosaics (``gallery_<row>.png``) written or reused.
+
+    The mosaics' cache key is what their pixels are drawn from (:func:`gallery_source_key`:
+    the chosen objects, the crop geometry, fingerprints of the fields' stored images and
+    labels), known before any pixel is read. When every mosaic is reused (a gating change
+    that shows the same objects), the crops are cut back out of them instead of read from
+    the plate; the pixels are the same.
+    """
+    plan = plan_gallery(plate, cells, settings)
+    source = gallery_source_key(plate, plan)
+    present = [c for c in GALLERY_ROWS if (plan.examples["gallery_class"] == c).any()]
+    drawn: list[CellCrop] = []
+
+    def crops_of(cell_class: str) -> list[CellCrop]:
+        if not drawn:
+            drawn.extend(draw_crops(plate, plan))
+        return [crop for crop in drawn if crop.cell_class == cell_class]
+
+    if source is None:  # no fingerprints: read the crops, key the mosaics by their pixels
+        for cell_class in present:
+            of_class = crops_of(cell_class)
+            writer.image(f"gallery_{cell_class}", _mosaic_writer(of_class),
+                         [crop.png for crop in of_class])  # fmt: skip
+        return drawn
+    files = {}
+    for cell_class in present:
+        writer.image(
+            f"gallery_{cell_class}",
+            lambda path, cell_class=cell_class: _mosaic_writer(crops_of(cell_class))(path),
+            {"source": source, "row": cell_class},
+        )
+        files[cell_class] = writer.folder / f"{next(reversed(writer.index))}.png"
+    if drawn:
+        return drawn
+    crops = []
+    for cell_class in present:
+        with Image.open(files[cell_class]) as mosaic:
+            crops += crops_from_mosaic(plan, cell_class, np.asarray(mosaic.convert("RGB")))
+    order = {c: i for i, c in enumerate(GALLERY_ROWS)}  # the order draw_crops returns them in
+    return sorted(crops, key=lambda crop: order[crop.cell_class])
+
+
+def _mosaic_writer(crops: list[CellCrop]):
+    return lambda path: path.write_bytes(png_bytes(gallery_mosaic(crops)))

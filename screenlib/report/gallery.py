@@ -233,6 +233,95 @@ def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um:
     return int(np.clip(np.ceil(0.5 * diameter_px + ring_px + 0.35 * diameter_px), 8, 64))
 
 
+@dataclass(frozen=True)
+class GalleryPlan:
+    """Which objects the gallery shows and how their crops are drawn, known before any pixel
+    is read: enough to tell whether the previous report's mosaics show the same crops."""
+
+    examples: pd.DataFrame  # the chosen rows of the cells table, with ``gallery_class``
+    half: int  # half the crop side, plate pixels
+    zoom: int  # integer zoom of the crops
+    stain_indices: dict[str, int]
+    annexin_feature: str
+    pi_feature: str
+
+    @property
+    def size_px(self) -> int:
+        """Side of one crop as shown (pixels)."""
+        return 2 * self.half * self.zoom
+
+    def field_keys(self) -> list[tuple[str, int, int]]:
+        """``(well, field, timepoint)`` of every field read, in reading order."""
+        keys = self.examples[["well", "field", "timepoint"]].drop_duplicates()
+        return [(str(w), int(f), int(t)) for w, f, t in keys.itertuples(index=False)]
+
+
+def plan_gallery(
+    plate,
+    cells: pd.DataFrame,
+    settings: AssaySettings,
+    *,
+    per_class: int = 6,
+    pixel_size_um: float | None = None,
+    annexin_feature: str | None = None,
+    pi_feature: str | None = None,
+) -> GalleryPlan:
+    """The example objects of :func:`cell_gallery` and the crop geometry (no pixels read)."""
+    annexin_feature = annexin_feature or settings.gating.annexin_feature
+    pi_feature = pi_feature or settings.gating.pi_feature
+    # only the columns the gallery reads: a cells table has about a hundred, and every
+    # selection below would copy them all
+    wanted = ("cell_class", "object_class", "exclusion_reason", "touches_border", "well",
+              "field", "timepoint", "label", "centroid_y", "centroid_x", "area_px", "plate",
+              annexin_feature, pi_feature)  # fmt: skip
+    cells = cells[list(dict.fromkeys(c for c in wanted if c in cells.columns))]
+    # only cells whose field is in this plate (a table may span several plates)
+    in_plate = cells["well"].isin(set(plate.wells))
+    if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
+        in_plate &= cells["plate"] == plate.name
+    if not in_plate.all():
+        cells = cells[in_plate]
+    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
+    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
+    sized = cells
+    if "object_class" in sized.columns:  # the crop fits a cell, not a speck of debris
+        sized = sized[sized["object_class"].astype(str) != "debris"]
+    half = crop_half_width(sized, settings, pixel_size)
+    examples = choose_example_cells(
+        cells, per_class=per_class, margin_px=half,
+        field_shape=tuple(plate.shape[-2:]),
+    )  # fmt: skip
+    return GalleryPlan(
+        examples=examples,
+        half=half,
+        zoom=max(1, -(-CROP_DISPLAY_PX // (2 * half))),  # integer: sharp pixels
+        stain_indices=stain_channel_indices(list(plate.channel_names), settings),
+        annexin_feature=annexin_feature,
+        pi_feature=pi_feature,
+    )
+
+
+def gallery_source_key(plate, plan: GalleryPlan) -> dict | None:
+    """Everything the gallery's pixels are drawn from: the chosen objects, the crop geometry
+    and a fingerprint of each field's stored image and labels (None when the plate cannot
+    fingerprint them: the crops are then always read again). The plate's path is left out:
+    the fingerprints say whether the pixels are the same."""
+    if not all(hasattr(plate, m) for m in ("field_fingerprint", "labels_fingerprint")):
+        return None
+    columns = ["gallery_class", "well", "field", "timepoint", "label", "centroid_y", "centroid_x"]
+    fields = [
+        [*key, plate.field_fingerprint(*key), plate.labels_fingerprint(*key)]
+        for key in plan.field_keys()
+    ]
+    return {
+        "channels": list(plate.channel_names),
+        "examples": plan.examples[columns].reset_index(drop=True),
+        "geometry": [plan.half, plan.zoom],
+        "stains": plan.stain_indices,
+        "fields": fields,
+    }
+
+
 def cell_gallery(
     plate,
     cells: pd.DataFrame,
@@ -255,37 +344,42 @@ def cell_gallery(
     settings
         Assay settings (channel → stain, nucleus size for the crop size).
     """
-    # only cells whose field is in this plate (a table may span several plates)
-    in_plate = cells["well"].isin(set(plate.wells))
-    if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
-        in_plate &= cells["plate"] == plate.name
-    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
-    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
-    sized = cells[in_plate]
-    if "object_class" in sized.columns:  # the crop fits a cell, not a speck of debris
-        sized = sized[sized["object_class"].astype(str) != "debris"]
-    half = crop_half_width(sized, settings, pixel_size)
-    examples = choose_example_cells(
-        cells[in_plate], per_class=per_class, margin_px=half,
-        field_shape=tuple(plate.shape[-2:]),
+    plan = plan_gallery(
+        plate, cells, settings, per_class=per_class, pixel_size_um=pixel_size_um,
+        annexin_feature=annexin_feature, pi_feature=pi_feature,
     )  # fmt: skip
+    return draw_crops(plate, plan)
+
+
+def _crop_of(row, plan: GalleryPlan, picture: np.ndarray) -> CellCrop:
+    return CellCrop(
+        cell_class=row.gallery_class,
+        well=str(row.well),
+        field=int(row.field),
+        timepoint=int(row.timepoint),
+        label=int(row.label),
+        png=png_bytes(picture),
+        annexin=float(getattr(row, plan.annexin_feature, np.nan)),
+        pi=float(getattr(row, plan.pi_feature, np.nan)),
+        size_px=int(picture.shape[1]),
+        pixels=picture,
+    )
+
+
+def draw_crops(plate, plan: GalleryPlan) -> list[CellCrop]:
+    """The crops of a :class:`GalleryPlan`, read and coloured from the plate's fields."""
+    examples = plan.examples
     if examples.empty:
         return []
-    stain_indices = stain_channel_indices(list(plate.channel_names), settings)
-    zoom = max(1, -(-CROP_DISPLAY_PX // (2 * half)))  # integer: sharp pixels, no resampling
-    annexin_feature = annexin_feature or settings.gating.annexin_feature
-    pi_feature = pi_feature or settings.gating.pi_feature
-
-    key = ["well", "field", "timepoint"]
     fields = {}
-    for (well, field, timepoint), _ in examples.groupby(key, sort=False):
-        image = np.asarray(plate.read_field(well, int(field), timepoint=int(timepoint)))
-        labels = np.asarray(plate.read_labels(well, int(field), timepoint=int(timepoint)))
-        fields[(well, int(field), int(timepoint))] = (image, labels)
+    for well, field, timepoint in plan.field_keys():
+        image = np.asarray(plate.read_field(well, field, timepoint=timepoint))
+        labels = np.asarray(plate.read_labels(well, field, timepoint=timepoint))
+        fields[(well, field, timepoint)] = (image, labels)
 
     # one display range per stain over all fields read: 0.5th to 99.7th percentile
     display_ranges = {}
-    for stain, channel in stain_indices.items():
+    for stain, channel in plan.stain_indices.items():
         pixels = np.concatenate(
             [image[channel][::2, ::2].ravel() for image, _ in fields.values()]
         ).astype(np.float32)
@@ -293,31 +387,42 @@ def cell_gallery(
         display_ranges[stain] = (float(low), float(max(high, low + 1e-6)))
 
     crops = []
+    half = plan.half
     for row in examples.itertuples(index=False):
-        image, labels = fields[(row.well, int(row.field), int(row.timepoint))]
+        image, labels = fields[(str(row.well), int(row.field), int(row.timepoint))]
         # crop first, then colour: the composite of the crop is the crop of the composite
         crop_channels = _crop(np.moveaxis(image, 0, -1), row.centroid_y, row.centroid_x, half)
-        crop_rgb = composite_rgb(np.moveaxis(crop_channels, -1, 0), stain_indices, display_ranges)
-        crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
-        picture = to_uint8(_outlined(crop_rgb, crop_labels, int(row.label), zoom))
-        crops.append(
-            CellCrop(
-                cell_class=row.gallery_class,
-                well=str(row.well),
-                field=int(row.field),
-                timepoint=int(row.timepoint),
-                label=int(row.label),
-                png=png_bytes(picture),
-                annexin=float(getattr(row, annexin_feature, np.nan)),
-                pi=float(getattr(row, pi_feature, np.nan)),
-                size_px=int(picture.shape[1]),
-                pixels=picture,
-            )
+        crop_rgb = composite_rgb(
+            np.moveaxis(crop_channels, -1, 0), plan.stain_indices, display_ranges
         )
+        crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
+        picture = to_uint8(_outlined(crop_rgb, crop_labels, int(row.label), plan.zoom))
+        crops.append(_crop_of(row, plan, picture))
     return crops
 
 
-def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None:
+def crops_from_mosaic(plan: GalleryPlan, cell_class: str, mosaic: np.ndarray) -> list[CellCrop]:
+    """The crops of one gallery row cut back out of its mosaic (:func:`gallery_mosaic`, which
+    holds their exact pixels); raises ValueError when the mosaic has another layout."""
+    rows = plan.examples[plan.examples["gallery_class"] == cell_class]
+    size, gap, columns = plan.size_px, MOSAIC_GAP, MOSAIC_COLUMNS
+    n_rows, width = -(-len(rows) // columns), min(len(rows), columns)
+    expected = (n_rows * (size + gap) - gap, width * (size + gap) - gap, 3)
+    if mosaic.shape != expected:
+        raise ValueError(f"mosaic of {cell_class} is {mosaic.shape}, not {expected}")
+    crops = []
+    for index, row in enumerate(rows.itertuples(index=False)):
+        r, c = divmod(index, columns)
+        y, x = r * (size + gap), c * (size + gap)
+        crops.append(_crop_of(row, plan, np.ascontiguousarray(mosaic[y : y + size, x : x + size])))
+    return crops
+
+
+MOSAIC_GAP = 4  # white pixels between the crops of a mosaic
+MOSAIC_COLUMNS = 6
+
+
+def gallery_mosaic(crops: list[CellCrop], columns: int = MOSAIC_COLUMNS) -> np.ndarray | None:
     """All crops of one class side by side, 8-bit RGB on white (``figures/gallery_<class>.png``)."""
     if not crops:
         return None
@@ -327,7 +432,7 @@ def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None
         for crop in crops
     ]  # fmt: skip
     size = tiles[0].shape[0]
-    gap = 4
+    gap = MOSAIC_GAP
     n_rows = -(-len(tiles) // columns)
     width = min(len(tiles), columns)
     mosaic = np.full((n_rows * (size + gap) - gap, width * (size + gap) - gap, 3), 255, np.uint8)
