@@ -29,7 +29,7 @@ from screenlib.report.gallery import (
     GALLERY_CLASSES,
     GALLERY_ROWS,
     CellCrop,
-    crops_from_mosaic,
+    crops_from_mosaics,
     draw_crops,
     gallery_mosaic,
     gallery_source_key,
@@ -348,12 +348,11 @@ def _gallery_crops(plate, cells, settings, writer: FigureWriter) -> list[CellCro
         files[cell_class] = writer.folder / f"{next(reversed(writer.index))}.png"
     if drawn:
         return drawn
-    crops = []
+    mosaics = {}
     for cell_class in present:
         with Image.open(files[cell_class]) as mosaic:
-            crops += crops_from_mosaic(plan, cell_class, np.asarray(mosaic.convert("RGB")))
-    order = {c: i for i, c in enumerate(GALLERY_ROWS)}  # the order draw_crops returns them in
-    return sorted(crops, key=lambda crop: order[crop.cell_class])
+            mosaics[cell_class] = np.asarray(mosaic.convert("RGB"))
+    return crops_from_mosaics(plan, mosaics)
 
 
 def _mosaic_writer(crops: list[CellCrop]):

@@ -197,20 +197,23 @@ def choose_example_cells(
         shown = list(set(row_class[keep & inside]))
         keep &= inside | ~np.isin(row_class, shown)
     rng = np.random.default_rng(seed)
-    field_keys = cells[["well", "field", "timepoint"]]
+    # each object's field as a number, in (well, field, timepoint) order; -1: no field key
+    key_columns = ["well", "field", "timepoint"]
+    field_id = cells[key_columns].groupby(key_columns, sort=True).ngroup().to_numpy()
     chosen = []
     for name in GALLERY_ROWS:
-        of_class = np.flatnonzero(keep & (row_class == name))
+        of_class = np.flatnonzero(keep & (row_class == name) & (field_id >= 0))
         if not of_class.size:
             continue
-        # positions (in table order) of each field's objects; fields richest in the class first
-        in_field = field_keys.iloc[of_class].groupby(list(field_keys), sort=True).indices
-        counts = pd.Series({k: len(v) for k, v in in_field.items()}, dtype=int).sort_index()
-        fields = counts.sort_values(ascending=False, kind="stable").index[:fields_per_class]
+        # fields richest in the class first (ties: in field order)
+        ids = field_id[of_class]
+        counts = np.bincount(ids)
+        present = np.flatnonzero(counts)
+        fields = present[np.argsort(-counts[present], kind="stable")][:fields_per_class]
         per_field = max(1, -(-per_class // len(fields)))
         picked = []
         for field_key in fields:
-            positions = in_field[field_key]
+            positions = np.flatnonzero(ids == field_key)  # in table order
             take = min(per_field, len(positions))
             picked.append(positions[np.sort(rng.choice(len(positions), take, replace=False))])
         chosen.append(of_class[np.concatenate(picked)[:per_class]])
@@ -401,20 +404,25 @@ def draw_crops(plate, plan: GalleryPlan) -> list[CellCrop]:
     return crops
 
 
-def crops_from_mosaic(plan: GalleryPlan, cell_class: str, mosaic: np.ndarray) -> list[CellCrop]:
-    """The crops of one gallery row cut back out of its mosaic (:func:`gallery_mosaic`, which
-    holds their exact pixels); raises ValueError when the mosaic has another layout."""
-    rows = plan.examples[plan.examples["gallery_class"] == cell_class]
+def crops_from_mosaics(plan: GalleryPlan, mosaics: dict[str, np.ndarray]) -> list[CellCrop]:
+    """The crops of every gallery row cut back out of its mosaic (:func:`gallery_mosaic`, which
+    holds their exact pixels), in :func:`draw_crops`' order; raises ValueError when a mosaic
+    has another layout than the plan's."""
     size, gap, columns = plan.size_px, MOSAIC_GAP, MOSAIC_COLUMNS
-    n_rows, width = -(-len(rows) // columns), min(len(rows), columns)
-    expected = (n_rows * (size + gap) - gap, width * (size + gap) - gap, 3)
-    if mosaic.shape != expected:
-        raise ValueError(f"mosaic of {cell_class} is {mosaic.shape}, not {expected}")
-    crops = []
-    for index, row in enumerate(rows.itertuples(index=False)):
-        r, c = divmod(index, columns)
+    counts = plan.examples["gallery_class"].value_counts()
+    for cell_class, n in counts.items():
+        n_rows, width = -(-n // columns), min(n, columns)
+        expected = (n_rows * (size + gap) - gap, width * (size + gap) - gap, 3)
+        shape = getattr(mosaics.get(cell_class), "shape", None)
+        if shape != expected:
+            raise ValueError(f"mosaic of {cell_class} is {shape}, not {expected}")
+    crops, placed = [], dict.fromkeys(counts.index, 0)
+    for row in plan.examples.itertuples(index=False):
+        r, c = divmod(placed[row.gallery_class], columns)
+        placed[row.gallery_class] += 1
         y, x = r * (size + gap), c * (size + gap)
-        crops.append(_crop_of(row, plan, np.ascontiguousarray(mosaic[y : y + size, x : x + size])))
+        tile = mosaics[row.gallery_class][y : y + size, x : x + size]
+        crops.append(_crop_of(row, plan, np.ascontiguousarray(tile)))
     return crops
 
 
