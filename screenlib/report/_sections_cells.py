@@ -96,6 +96,7 @@ def _well_tables(wells: pd.DataFrame | None) -> dict[str, Any]:
     if wells is None or "qc_flags" not in wells.columns:
         return {"failed": None, "expected": None, "n_failed": 0, "n_expected": 0}
     status = pd.Series(well_qc_statuses(wells), index=wells.index)
+    wells = wells[[c for c in _WELL_COLUMNS if c in wells.columns]]  # not all hundred copied
     has_flags = wells["qc_flags"].map(lambda v: bool(flag_set(v)))
     flagged = wells[status.isin(["failed", "caveat"]) | (status.isna() & has_flags)]
     expected = wells[status == "expected"]
@@ -202,7 +203,11 @@ def gating_section(cells, wells, gates, settings, writer: FigureWriter) -> dict[
     missing = [c for c in (annexin_feature, pi_feature, "well") if c not in cells.columns]
     if missing:
         return section | {"note": f"The per-cell table lacks {', '.join(missing)}; no plots."}
-    at = at_timepoint(cells, timepoint)
+    # only the columns the plots read: each selection below would copy about a hundred
+    leaking = value_of(gate, "bleedthrough_feature")
+    used = (annexin_feature, pi_feature, "pi_compensated", leaking, "cell_class", "well",
+            "timepoint")  # fmt: skip
+    at = at_timepoint(cells[[c for c in dict.fromkeys(used) if c in cells.columns]], timepoint)
     if "cell_class" in at.columns:
         at = at[at["cell_class"].isin(GALLERY_CLASSES)]
     populations = _populations(at, wells, timepoint, (annexin_feature, pi_feature, gate))
