@@ -259,6 +259,17 @@ class GalleryPlan:
         return [(str(w), int(f), int(t)) for w, f, t in keys.itertuples(index=False)]
 
 
+def gallery_columns(
+    settings: AssaySettings, annexin_feature: str | None = None, pi_feature: str | None = None
+) -> list[str]:
+    """The columns of the cells table the gallery reads (the features: the settings')."""
+    wanted = ("cell_class", "object_class", "exclusion_reason", "touches_border", "well",
+              "field", "timepoint", "label", "centroid_y", "centroid_x", "area_px", "plate",
+              annexin_feature or settings.gating.annexin_feature,
+              pi_feature or settings.gating.pi_feature)  # fmt: skip
+    return list(dict.fromkeys(wanted))
+
+
 def plan_gallery(
     plate,
     cells: pd.DataFrame,
@@ -274,10 +285,8 @@ def plan_gallery(
     pi_feature = pi_feature or settings.gating.pi_feature
     # only the columns the gallery reads: a cells table has about a hundred, and every
     # selection below would copy them all
-    wanted = ("cell_class", "object_class", "exclusion_reason", "touches_border", "well",
-              "field", "timepoint", "label", "centroid_y", "centroid_x", "area_px", "plate",
-              annexin_feature, pi_feature)  # fmt: skip
-    cells = cells[list(dict.fromkeys(c for c in wanted if c in cells.columns))]
+    wanted = gallery_columns(settings, annexin_feature, pi_feature)
+    cells = cells[[c for c in wanted if c in cells.columns]]
     # only cells whose field is in this plate (a table may span several plates)
     in_plate = cells["well"].isin(set(plate.wells))
     if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
