@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
-from test_report import GALLERY_WELLS, _chromium, _gallery_plate, _run_chromium
+from test_report import CLASSES, GALLERY_WELLS, _chromium, _gallery_plate, _run_chromium
 
 from screenlib.aggregate import aggregate_wells, plate_qc
 from screenlib.doseresponse.table import fit_wells
@@ -448,6 +448,52 @@ def test_gallery_of_a_table_without_object_classes_claims_no_object_rows(tmp_pat
     # no object_class column: nothing is known about mitotic figures or debris, so no rows
     assert "No debris" not in gallery and "No mitotic" not in gallery
     assert re.search(r'alt="viable cell', gallery)
+
+
+def test_gallery_crops_come_from_reused_mosaics_until_the_plate_or_the_choice_changes(
+    tmp_path,
+):
+    settings = AssaySettings()
+    plate, cells = _gallery_plate(tmp_path / "plate.zarr", settings)
+    reads = []
+    read_field = plate.read_field
+    plate.read_field = lambda *a, **k: reads.append(a) or read_field(*a, **k)
+
+    def gallery_of(name: str, table: pd.DataFrame, previous: Path | None = None):
+        path = write_report(tmp_path / name, plate=plate, cells=table, settings=settings,
+                            figure_processes=1, previous_figures=previous)  # fmt: skip
+        text = path.read_text(encoding="utf-8")
+        line = _figure_line(text)
+        reused = set(line.split(": ", 1)[1].split(", ")) if "reused" in line else set()
+        return _section(text, "gallery"), {n for n in reused if n.startswith("gallery_")}
+
+    first, _ = gallery_of("first", cells)
+    assert reads and first.count("data:image/png") >= 20
+    previous = tmp_path / "first" / "figures"
+
+    # the same objects shown (e.g. a gating change elsewhere): no pixel is read again, and
+    # the crops cut out of the reused mosaics are the same images
+    reads.clear()
+    again, reused = gallery_of("again", cells, previous)
+    assert not reads and reused == {f"gallery_{c}" for c in CLASSES}
+    assert again == first
+
+    # another class for a shown cell: other objects are shown, the crops are read again
+    shown = int(re.search(r'alt="viable cell B11 f0 t0 #(\d+)', first).group(1))
+    moved = cells.copy()
+    moved.loc[(moved["well"] == "B11") & (moved["label"] == shown), "cell_class"] = "necrotic"
+    regated, reused = gallery_of("regated", moved, previous)
+    assert reads and not reused
+    assert f"viable cell B11 f0 t0 #{shown} " not in regated and regated != first
+
+    # the same objects, but one field's label image rewritten: read again, not reused
+    labels = plate.read_labels("B11", 0)
+    labels[labels == shown] = 0
+    plate.write_labels("B11", 0, labels)
+    reads.clear()
+    relabelled, reused = gallery_of("relabelled", cells, previous)
+    assert reads and not reused
+    assert relabelled != first
 
 
 # --- the experiment page from its template ----------------------------------------------------

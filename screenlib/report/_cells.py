@@ -89,12 +89,15 @@ def counted_cells(
         objects that are not whole cells (or carry another ``exclusion_reason``).
     """
     keep, failed = _counted_mask(cells, fields, settings)
-    left_out = {
-        "objects": int(len(cells)),
+    return cells[keep & ~failed], _left_out(keep, failed)
+
+
+def _left_out(keep: np.ndarray, failed: np.ndarray) -> dict[str, int]:
+    return {
+        "objects": int(len(keep)),
         "failed_fields": int(failed.sum()),
         "debris": int((~keep & ~failed).sum()),
     }
-    return cells[keep & ~failed], left_out
 
 
 def _counted_mask(cells, fields, settings) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +116,27 @@ def gallery_objects(
     (``object_class`` ``debris``) of the same fields, for a row of their own. Nothing from a
     field that failed image QC."""
     keep, failed = _counted_mask(cells, fields, settings)
-    if "object_class" in cells.columns:
-        keep |= (cells["object_class"].astype(str) == "debris").to_numpy()
-    return cells[keep & ~failed]
+    return cells[_shown_in_gallery(cells, keep) & ~failed]
+
+
+def _shown_in_gallery(cells: pd.DataFrame, counted: np.ndarray) -> np.ndarray:
+    if "object_class" not in cells.columns:
+        return counted
+    return counted | (cells["object_class"].astype(str) == "debris").to_numpy()
+
+
+def report_objects(
+    cells: pd.DataFrame,
+    fields: pd.DataFrame | None,
+    settings: AssaySettings,
+    gallery_columns: list[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
+    """:func:`counted_cells` and :func:`gallery_objects` at once, the fields' QC looked up once:
+    ``(counted cells, left out, gallery objects)``; the gallery's objects keep only
+    ``gallery_columns`` (those there are; None: all)."""
+    keep, failed = _counted_mask(cells, fields, settings)
+    shown = _shown_in_gallery(cells, keep) & ~failed
+    columns = cells.columns
+    if gallery_columns is not None:
+        columns = [c for c in dict.fromkeys(gallery_columns) if c in cells.columns]
+    return cells[keep & ~failed], _left_out(keep, failed), cells.loc[shown, columns]

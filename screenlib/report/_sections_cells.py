@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from screenlib.errors import ScreenlibError
 from screenlib.report import figures as fig
@@ -27,8 +28,12 @@ from screenlib.report._view import finite, image, table_view, text
 from screenlib.report.gallery import (
     GALLERY_CLASSES,
     GALLERY_ROWS,
-    cell_gallery,
+    CellCrop,
+    crops_from_mosaics,
+    draw_crops,
     gallery_mosaic,
+    gallery_source_key,
+    plan_gallery,
     png_bytes,
 )
 
@@ -91,6 +96,7 @@ def _well_tables(wells: pd.DataFrame | None) -> dict[str, Any]:
     if wells is None or "qc_flags" not in wells.columns:
         return {"failed": None, "expected": None, "n_failed": 0, "n_expected": 0}
     status = pd.Series(well_qc_statuses(wells), index=wells.index)
+    wells = wells[[c for c in _WELL_COLUMNS if c in wells.columns]]  # not all hundred copied
     has_flags = wells["qc_flags"].map(lambda v: bool(flag_set(v)))
     flagged = wells[status.isin(["failed", "caveat"]) | (status.isna() & has_flags)]
     expected = wells[status == "expected"]
@@ -197,7 +203,11 @@ def gating_section(cells, wells, gates, settings, writer: FigureWriter) -> dict[
     missing = [c for c in (annexin_feature, pi_feature, "well") if c not in cells.columns]
     if missing:
         return section | {"note": f"The per-cell table lacks {', '.join(missing)}; no plots."}
-    at = at_timepoint(cells, timepoint)
+    # only the columns the plots read: each selection below would copy about a hundred
+    leaking = value_of(gate, "bleedthrough_feature")
+    used = (annexin_feature, pi_feature, "pi_compensated", leaking, "cell_class", "well",
+            "timepoint")  # fmt: skip
+    at = at_timepoint(cells[[c for c in dict.fromkeys(used) if c in cells.columns]], timepoint)
     if "cell_class" in at.columns:
         at = at[at["cell_class"].isin(GALLERY_CLASSES)]
     populations = _populations(at, wells, timepoint, (annexin_feature, pi_feature, gate))
@@ -282,7 +292,7 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         return {"note": "No classified cells were given, so no cell crops are shown.",
                 "classes": []}  # fmt: skip
     try:
-        crops = cell_gallery(plate, cells, settings)
+        crops = _gallery_crops(plate, cells, settings, writer)
     except (ScreenlibError, KeyError, OSError, ValueError) as error:  # missing labels/field
         log.warning("cell gallery skipped: %s", error)
         return {"note": f"Cell crops could not be read from the plate: {error}", "classes": []}
@@ -291,14 +301,6 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
     for cell_class in rows:
         of_class = [c for c in crops if c.cell_class == cell_class]
         label, color = GALLERY_ROW_LABELS[cell_class]
-        if of_class:
-            writer.image(
-                f"gallery_{cell_class}",
-                lambda path, of_class=of_class: path.write_bytes(
-                    png_bytes(gallery_mosaic(of_class))
-                ),
-                [crop.png for crop in of_class],
-            )
         items = []
         for crop in of_class:
             caption = (f"{crop.well} f{crop.field} t{crop.timepoint} #{crop.label} · "
@@ -314,3 +316,49 @@ def gallery_section(plate, cells, settings, writer: FigureWriter) -> dict[str, A
         classes.append({"label": label, "color": color, "crops": items, "none": none,
                         "about": GALLERY_ROW_NOTES.get(cell_class, "")})  # fmt: skip
     return {"note": "", "classes": classes}
+
+
+def _gallery_crops(plate, cells, settings, writer: FigureWriter) -> list[CellCrop]:
+    """The gallery's crops, and its mosaics (``gallery_<row>.png``) written or reused.
+
+    The mosaics' cache key is what their pixels are drawn from (:func:`gallery_source_key`:
+    the chosen objects, the crop geometry, fingerprints of the fields' stored images and
+    labels), known before any pixel is read. When every mosaic is reused (a gating change
+    that shows the same objects), the crops are cut back out of them instead of read from
+    the plate; the pixels are the same.
+    """
+    plan = plan_gallery(plate, cells, settings)
+    source = gallery_source_key(plate, plan)
+    present = [c for c in GALLERY_ROWS if (plan.examples["gallery_class"] == c).any()]
+    drawn: list[CellCrop] = []
+
+    def crops_of(cell_class: str) -> list[CellCrop]:
+        if not drawn:
+            drawn.extend(draw_crops(plate, plan))
+        return [crop for crop in drawn if crop.cell_class == cell_class]
+
+    if source is None:  # no fingerprints: read the crops, key the mosaics by their pixels
+        for cell_class in present:
+            of_class = crops_of(cell_class)
+            writer.image(f"gallery_{cell_class}", _mosaic_writer(of_class),
+                         [crop.png for crop in of_class])  # fmt: skip
+        return drawn
+    files = {}
+    for cell_class in present:
+        writer.image(
+            f"gallery_{cell_class}",
+            lambda path, cell_class=cell_class: _mosaic_writer(crops_of(cell_class))(path),
+            {"source": source, "row": cell_class},
+        )
+        files[cell_class] = writer.folder / f"{next(reversed(writer.index))}.png"
+    if drawn:
+        return drawn
+    mosaics = {}
+    for cell_class in present:
+        with Image.open(files[cell_class]) as mosaic:
+            mosaics[cell_class] = np.asarray(mosaic.convert("RGB"))
+    return crops_from_mosaics(plan, mosaics)
+
+
+def _mosaic_writer(crops: list[CellCrop]):
+    return lambda path: path.write_bytes(png_bytes(gallery_mosaic(crops)))

@@ -81,8 +81,8 @@ def _matching_fit(fits: pd.DataFrame, key: Mapping[str, Any], readout: str) -> p
     readout_column = fit_column(fits, "readout")
     if readout_column is not None:
         mask &= (fits[readout_column] == readout).to_numpy()
-    matched = fits[mask]
-    return matched.iloc[0] if len(matched) else None
+    first = np.flatnonzero(mask)[:1]  # one row taken, not every matching row copied
+    return fits.iloc[int(first[0])] if first.size else None
 
 
 def _panel(points: pd.DataFrame, readout: str, fits, key) -> dict[str, Any]:
@@ -149,7 +149,10 @@ def dose_response_section(
         readouts = [r for r in pd.unique(fits[fit_column(fits, "readout")]) if r in wells.columns]
     several = len(timepoints_of(wells)) > 1
     figures = []
-    for key, points in _treated_groups(wells):
+    # only the columns the curves read: a wells table has about a hundred, each group copies
+    used = ("sample", "compound", "timepoint", "role", "concentration_molar", *readouts,
+            MIXTURE_READOUT)  # fmt: skip
+    for key, points in _treated_groups(wells[[c for c in dict.fromkeys(used) if c in wells]]):
         panels = [_panel(points, readout, fits, key) for readout in readouts]
         if not panels:
             continue

@@ -197,20 +197,23 @@ def choose_example_cells(
         shown = list(set(row_class[keep & inside]))
         keep &= inside | ~np.isin(row_class, shown)
     rng = np.random.default_rng(seed)
-    field_keys = cells[["well", "field", "timepoint"]]
+    # each object's field as a number, in (well, field, timepoint) order; -1: no field key
+    key_columns = ["well", "field", "timepoint"]
+    field_id = cells[key_columns].groupby(key_columns, sort=True).ngroup().to_numpy()
     chosen = []
     for name in GALLERY_ROWS:
-        of_class = np.flatnonzero(keep & (row_class == name))
+        of_class = np.flatnonzero(keep & (row_class == name) & (field_id >= 0))
         if not of_class.size:
             continue
-        # positions (in table order) of each field's objects; fields richest in the class first
-        in_field = field_keys.iloc[of_class].groupby(list(field_keys), sort=True).indices
-        counts = pd.Series({k: len(v) for k, v in in_field.items()}, dtype=int).sort_index()
-        fields = counts.sort_values(ascending=False, kind="stable").index[:fields_per_class]
+        # fields richest in the class first (ties: in field order)
+        ids = field_id[of_class]
+        counts = np.bincount(ids)
+        present = np.flatnonzero(counts)
+        fields = present[np.argsort(-counts[present], kind="stable")][:fields_per_class]
         per_field = max(1, -(-per_class // len(fields)))
         picked = []
         for field_key in fields:
-            positions = in_field[field_key]
+            positions = np.flatnonzero(ids == field_key)  # in table order
             take = min(per_field, len(positions))
             picked.append(positions[np.sort(rng.choice(len(positions), take, replace=False))])
         chosen.append(of_class[np.concatenate(picked)[:per_class]])
@@ -231,6 +234,104 @@ def crop_half_width(cells: pd.DataFrame, settings: AssaySettings, pixel_size_um:
     else:
         diameter_px = (settings.segmentation.nucleus_diameter_um or 10.0) / pixel_size_um
     return int(np.clip(np.ceil(0.5 * diameter_px + ring_px + 0.35 * diameter_px), 8, 64))
+
+
+@dataclass(frozen=True)
+class GalleryPlan:
+    """Which objects the gallery shows and how their crops are drawn, known before any pixel
+    is read: enough to tell whether the previous report's mosaics show the same crops."""
+
+    examples: pd.DataFrame  # the chosen rows of the cells table, with ``gallery_class``
+    half: int  # half the crop side, plate pixels
+    zoom: int  # integer zoom of the crops
+    stain_indices: dict[str, int]
+    annexin_feature: str
+    pi_feature: str
+
+    @property
+    def size_px(self) -> int:
+        """Side of one crop as shown (pixels)."""
+        return 2 * self.half * self.zoom
+
+    def field_keys(self) -> list[tuple[str, int, int]]:
+        """``(well, field, timepoint)`` of every field read, in reading order."""
+        keys = self.examples[["well", "field", "timepoint"]].drop_duplicates()
+        return [(str(w), int(f), int(t)) for w, f, t in keys.itertuples(index=False)]
+
+
+def gallery_columns(
+    settings: AssaySettings, annexin_feature: str | None = None, pi_feature: str | None = None
+) -> list[str]:
+    """The columns of the cells table the gallery reads (the features: the settings')."""
+    wanted = ("cell_class", "object_class", "exclusion_reason", "touches_border", "well",
+              "field", "timepoint", "label", "centroid_y", "centroid_x", "area_px", "plate",
+              annexin_feature or settings.gating.annexin_feature,
+              pi_feature or settings.gating.pi_feature)  # fmt: skip
+    return list(dict.fromkeys(wanted))
+
+
+def plan_gallery(
+    plate,
+    cells: pd.DataFrame,
+    settings: AssaySettings,
+    *,
+    per_class: int = 6,
+    pixel_size_um: float | None = None,
+    annexin_feature: str | None = None,
+    pi_feature: str | None = None,
+) -> GalleryPlan:
+    """The example objects of :func:`cell_gallery` and the crop geometry (no pixels read)."""
+    annexin_feature = annexin_feature or settings.gating.annexin_feature
+    pi_feature = pi_feature or settings.gating.pi_feature
+    # only the columns the gallery reads: a cells table has about a hundred, and every
+    # selection below would copy them all
+    wanted = gallery_columns(settings, annexin_feature, pi_feature)
+    cells = cells[[c for c in wanted if c in cells.columns]]
+    # only cells whose field is in this plate (a table may span several plates)
+    in_plate = cells["well"].isin(set(plate.wells))
+    if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
+        in_plate &= cells["plate"] == plate.name
+    if not in_plate.all():
+        cells = cells[in_plate]
+    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
+    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
+    sized = cells
+    if "object_class" in sized.columns:  # the crop fits a cell, not a speck of debris
+        sized = sized[sized["object_class"].astype(str) != "debris"]
+    half = crop_half_width(sized, settings, pixel_size)
+    examples = choose_example_cells(
+        cells, per_class=per_class, margin_px=half,
+        field_shape=tuple(plate.shape[-2:]),
+    )  # fmt: skip
+    return GalleryPlan(
+        examples=examples,
+        half=half,
+        zoom=max(1, -(-CROP_DISPLAY_PX // (2 * half))),  # integer: sharp pixels
+        stain_indices=stain_channel_indices(list(plate.channel_names), settings),
+        annexin_feature=annexin_feature,
+        pi_feature=pi_feature,
+    )
+
+
+def gallery_source_key(plate, plan: GalleryPlan) -> dict | None:
+    """Everything the gallery's pixels are drawn from: the chosen objects, the crop geometry
+    and a fingerprint of each field's stored image and labels (None when the plate cannot
+    fingerprint them: the crops are then always read again). The plate's path is left out:
+    the fingerprints say whether the pixels are the same."""
+    if not all(hasattr(plate, m) for m in ("field_fingerprint", "labels_fingerprint")):
+        return None
+    columns = ["gallery_class", "well", "field", "timepoint", "label", "centroid_y", "centroid_x"]
+    fields = [
+        [*key, plate.field_fingerprint(*key), plate.labels_fingerprint(*key)]
+        for key in plan.field_keys()
+    ]
+    return {
+        "channels": list(plate.channel_names),
+        "examples": plan.examples[columns].reset_index(drop=True),
+        "geometry": [plan.half, plan.zoom],
+        "stains": plan.stain_indices,
+        "fields": fields,
+    }
 
 
 def cell_gallery(
@@ -255,37 +356,42 @@ def cell_gallery(
     settings
         Assay settings (channel → stain, nucleus size for the crop size).
     """
-    # only cells whose field is in this plate (a table may span several plates)
-    in_plate = cells["well"].isin(set(plate.wells))
-    if "plate" in cells.columns and getattr(plate, "name", None) in set(cells["plate"]):
-        in_plate &= cells["plate"] == plate.name
-    pixel_size = pixel_size_um or settings.pixel_size_um or plate.pixel_size_um
-    pixel_size = pixel_size or settings.segmentation.default_pixel_size_um
-    sized = cells[in_plate]
-    if "object_class" in sized.columns:  # the crop fits a cell, not a speck of debris
-        sized = sized[sized["object_class"].astype(str) != "debris"]
-    half = crop_half_width(sized, settings, pixel_size)
-    examples = choose_example_cells(
-        cells[in_plate], per_class=per_class, margin_px=half,
-        field_shape=tuple(plate.shape[-2:]),
+    plan = plan_gallery(
+        plate, cells, settings, per_class=per_class, pixel_size_um=pixel_size_um,
+        annexin_feature=annexin_feature, pi_feature=pi_feature,
     )  # fmt: skip
+    return draw_crops(plate, plan)
+
+
+def _crop_of(row, plan: GalleryPlan, picture: np.ndarray) -> CellCrop:
+    return CellCrop(
+        cell_class=row.gallery_class,
+        well=str(row.well),
+        field=int(row.field),
+        timepoint=int(row.timepoint),
+        label=int(row.label),
+        png=png_bytes(picture),
+        annexin=float(getattr(row, plan.annexin_feature, np.nan)),
+        pi=float(getattr(row, plan.pi_feature, np.nan)),
+        size_px=int(picture.shape[1]),
+        pixels=picture,
+    )
+
+
+def draw_crops(plate, plan: GalleryPlan) -> list[CellCrop]:
+    """The crops of a :class:`GalleryPlan`, read and coloured from the plate's fields."""
+    examples = plan.examples
     if examples.empty:
         return []
-    stain_indices = stain_channel_indices(list(plate.channel_names), settings)
-    zoom = max(1, -(-CROP_DISPLAY_PX // (2 * half)))  # integer: sharp pixels, no resampling
-    annexin_feature = annexin_feature or settings.gating.annexin_feature
-    pi_feature = pi_feature or settings.gating.pi_feature
-
-    key = ["well", "field", "timepoint"]
     fields = {}
-    for (well, field, timepoint), _ in examples.groupby(key, sort=False):
-        image = np.asarray(plate.read_field(well, int(field), timepoint=int(timepoint)))
-        labels = np.asarray(plate.read_labels(well, int(field), timepoint=int(timepoint)))
-        fields[(well, int(field), int(timepoint))] = (image, labels)
+    for well, field, timepoint in plan.field_keys():
+        image = np.asarray(plate.read_field(well, field, timepoint=timepoint))
+        labels = np.asarray(plate.read_labels(well, field, timepoint=timepoint))
+        fields[(well, field, timepoint)] = (image, labels)
 
     # one display range per stain over all fields read: 0.5th to 99.7th percentile
     display_ranges = {}
-    for stain, channel in stain_indices.items():
+    for stain, channel in plan.stain_indices.items():
         pixels = np.concatenate(
             [image[channel][::2, ::2].ravel() for image, _ in fields.values()]
         ).astype(np.float32)
@@ -293,31 +399,47 @@ def cell_gallery(
         display_ranges[stain] = (float(low), float(max(high, low + 1e-6)))
 
     crops = []
+    half = plan.half
     for row in examples.itertuples(index=False):
-        image, labels = fields[(row.well, int(row.field), int(row.timepoint))]
+        image, labels = fields[(str(row.well), int(row.field), int(row.timepoint))]
         # crop first, then colour: the composite of the crop is the crop of the composite
         crop_channels = _crop(np.moveaxis(image, 0, -1), row.centroid_y, row.centroid_x, half)
-        crop_rgb = composite_rgb(np.moveaxis(crop_channels, -1, 0), stain_indices, display_ranges)
-        crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
-        picture = to_uint8(_outlined(crop_rgb, crop_labels, int(row.label), zoom))
-        crops.append(
-            CellCrop(
-                cell_class=row.gallery_class,
-                well=str(row.well),
-                field=int(row.field),
-                timepoint=int(row.timepoint),
-                label=int(row.label),
-                png=png_bytes(picture),
-                annexin=float(getattr(row, annexin_feature, np.nan)),
-                pi=float(getattr(row, pi_feature, np.nan)),
-                size_px=int(picture.shape[1]),
-                pixels=picture,
-            )
+        crop_rgb = composite_rgb(
+            np.moveaxis(crop_channels, -1, 0), plan.stain_indices, display_ranges
         )
+        crop_labels = _crop(labels, row.centroid_y, row.centroid_x, half)
+        picture = to_uint8(_outlined(crop_rgb, crop_labels, int(row.label), plan.zoom))
+        crops.append(_crop_of(row, plan, picture))
     return crops
 
 
-def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None:
+def crops_from_mosaics(plan: GalleryPlan, mosaics: dict[str, np.ndarray]) -> list[CellCrop]:
+    """The crops of every gallery row cut back out of its mosaic (:func:`gallery_mosaic`, which
+    holds their exact pixels), in :func:`draw_crops`' order; raises ValueError when a mosaic
+    has another layout than the plan's."""
+    size, gap, columns = plan.size_px, MOSAIC_GAP, MOSAIC_COLUMNS
+    counts = plan.examples["gallery_class"].value_counts()
+    for cell_class, n in counts.items():
+        n_rows, width = -(-n // columns), min(n, columns)
+        expected = (n_rows * (size + gap) - gap, width * (size + gap) - gap, 3)
+        shape = getattr(mosaics.get(cell_class), "shape", None)
+        if shape != expected:
+            raise ValueError(f"mosaic of {cell_class} is {shape}, not {expected}")
+    crops, placed = [], dict.fromkeys(counts.index, 0)
+    for row in plan.examples.itertuples(index=False):
+        r, c = divmod(placed[row.gallery_class], columns)
+        placed[row.gallery_class] += 1
+        y, x = r * (size + gap), c * (size + gap)
+        tile = mosaics[row.gallery_class][y : y + size, x : x + size]
+        crops.append(_crop_of(row, plan, np.ascontiguousarray(tile)))
+    return crops
+
+
+MOSAIC_GAP = 4  # white pixels between the crops of a mosaic
+MOSAIC_COLUMNS = 6
+
+
+def gallery_mosaic(crops: list[CellCrop], columns: int = MOSAIC_COLUMNS) -> np.ndarray | None:
     """All crops of one class side by side, 8-bit RGB on white (``figures/gallery_<class>.png``)."""
     if not crops:
         return None
@@ -327,7 +449,7 @@ def gallery_mosaic(crops: list[CellCrop], columns: int = 6) -> np.ndarray | None
         for crop in crops
     ]  # fmt: skip
     size = tiles[0].shape[0]
-    gap = 4
+    gap = MOSAIC_GAP
     n_rows = -(-len(tiles) // columns)
     width = min(len(tiles), columns)
     mosaic = np.full((n_rows * (size + gap) - gap, width * (size + gap) - gap, 3), 255, np.uint8)

@@ -402,11 +402,19 @@ class Plate:
                 for z in range(n_z):
                     digest.update(chunks.fingerprint((timepoint, c, z)))
             return digest.hexdigest()[:20]
-        root = self.path / array_path
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        return digest.hexdigest()[:20]
+        return _files_fingerprint(self.path / array_path, digest)
+
+    def labels_fingerprint(
+        self, well: str, field: int, timepoint: int = 0, name: str = "nuclei"
+    ) -> str:
+        """A cheap fingerprint of one field's stored label image (as :meth:`field_fingerprint`)."""
+        array_path = self._labels_array_path(well, field, name)
+        chunks = self._plane_chunks_of(array_path)
+        digest = hashlib.sha256(b"labels")
+        if chunks is not None:
+            digest.update(chunks.fingerprint((timepoint, 0)))
+            return digest.hexdigest()[:20]
+        return _files_fingerprint(self.path / array_path, digest)
 
     def _read_planes(
         self, chunks: _PlaneChunks, well: str, field: int, timepoint: int
@@ -646,6 +654,14 @@ class Plate:
         info = self._layout_json or {}
         pixel = self.pixel_size_um or 1.0
         return [1.0, 1.0, float(info.get("z_step_um") or 1.0), pixel, pixel]
+
+
+def _files_fingerprint(root: Path, digest) -> str:
+    """Fingerprint of every file under ``root``: relative path, size, modification time."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:20]
 
 
 def _blosc(cname: str | None = None, clevel: int | None = None, shuffle: str | None = None):
