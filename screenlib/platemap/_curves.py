@@ -105,33 +105,33 @@ def _curve_groups(table: pd.DataFrame, split: list[str] | None = None):
     values = {c: _text(table[c]).to_numpy(dtype=object) for c in split}
     outer = [c for c in _OUTER_KEYS if c in table.columns]
     rows = pd.Series(np.arange(len(table)), index=table.index)  # row positions, grouped
-    grouped = rows.groupby([table[c] for c in outer], dropna=False, sort=True) if outer else [
-        ((), rows)
-    ]
+    grouped = (
+        rows.groupby([table[c] for c in outer], dropna=False, sort=True) if outer else [((), rows)]
+    )
     for outer_keys, part in grouped:
         outer_keys = outer_keys if isinstance(outer_keys, tuple) else (outer_keys,)
         positions = part.to_numpy()
         vehicles = positions[is_vehicle[positions]]
         dosed = positions[is_sample[positions]]
-        inner = pd.DataFrame(
-            {"compound": compound[dosed], **{c: values[c][dosed] for c in split}}, index=dosed
-        )
-        for inner_keys, members in inner.groupby(["compound", *split], sort=True):
-            inner_keys = inner_keys if isinstance(inner_keys, tuple) else (inner_keys,)
+        labels = [compound[dosed], *(values[c][dosed] for c in split)]
+        members: dict[tuple, list[int]] = {}
+        for position, label in zip(dosed, zip(*labels, strict=True), strict=True):
+            members.setdefault(label, []).append(position)
+        dosed_values = [set(column) for column in labels]
+        for inner_keys in sorted(members):  # (the order of a sorted groupby: all are text)
             keys = dict(zip(outer, outer_keys, strict=True))
             keys["compound"] = inner_keys[0]
             keys.update(zip(split, inner_keys[1:], strict=True))
-            own = _own_vehicles(vehicles, inner, inner_keys, compound, values, split)
-            yield keys, table.iloc[np.concatenate([members.index.to_numpy(), vehicles[own]])]
+            own = _own_vehicles(vehicles, inner_keys, [compound, *values.values()], dosed_values)
+            yield keys, table.iloc[np.concatenate([members[inner_keys], vehicles[own]])]
 
 
-def _own_vehicles(vehicles, inner, inner_keys, compound, values, split) -> np.ndarray:
-    """Which ``vehicles`` (row positions) join the curve of ``inner_keys``: those of its
-    compound (or of no dosed compound) and, per split column, of its value (or of none)."""
-    name = inner_keys[0]
-    own = _matches_or_foreign(compound[vehicles], name, set(inner["compound"]))
-    for column, value in zip(split, inner_keys[1:], strict=True):
-        own &= _matches_or_foreign(values[column][vehicles], value, set(inner[column]))
+def _own_vehicles(vehicles, inner_keys, labels, dosed_values) -> np.ndarray:
+    """Which ``vehicles`` (row positions) join the curve of ``inner_keys``: per key (the
+    compound, then each split column's value), those of its value or of no dosed well's."""
+    own = np.ones(vehicles.size, dtype=bool)
+    for column, value, dosed in zip(labels, inner_keys, dosed_values, strict=True):
+        own &= _matches_or_foreign(column[vehicles], value, dosed)
     return own
 
 
