@@ -199,9 +199,10 @@ def theil_sen_slope(y: np.ndarray, x: np.ndarray) -> float:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     delta_x = x[:, None] - x
-    rising = delta_x > 0
-    slopes = (y[:, None] - y)[rising] / delta_x[rising]
-    return float(np.median(slopes)) if slopes.size else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):  # (the pairs left out)
+        # dividing every pair and keeping the rising ones is one selection, not two
+        slopes = ((y[:, None] - y) / delta_x)[delta_x > 0]
+    return float(np.median(slopes, overwrite_input=True)) if slopes.size else float("nan")
 
 
 @dataclass(frozen=True)
