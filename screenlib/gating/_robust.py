@@ -154,7 +154,7 @@ def normal_logpdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
 
 
 def gaussian_kde_1d(
-    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 128
+    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 256
 ) -> np.ndarray:
     """Gaussian kernel density estimate of ``data`` at ``points``, as
     ``scipy.stats.gaussian_kde(data, bw_method=bw_factor)(points)`` computes it.
@@ -166,7 +166,7 @@ def gaussian_kde_1d(
     return _kde_evaluator(data, bw_factor, chunk)(points)
 
 
-def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 128):
+def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 256):
     """:func:`gaussian_kde_1d` of ``data`` as a function of the points."""
     data = np.asarray(data, dtype=float)
     weights = np.ones(data.size) / data.size
