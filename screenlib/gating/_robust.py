@@ -274,9 +274,9 @@ def fit_mixture(
         log_positive = _normal_logpdf(x, mean, sd)
         with np.errstate(divide="ignore"):
             kept = np.log1p(-outlier_share)
-            # logs of the few group shares, then spread to the cells (the same numbers)
-            weighted = kept + to_cells(np.log(shares)) + log_positive
-            evidence = np.logaddexp(weighted, kept + to_cells(np.log1p(-shares)) + log_negative)
+            # logs of the few group shares (and the inliers' share), then spread to the cells
+            weighted = to_cells(kept + np.log(shares)) + log_positive
+            evidence = np.logaddexp(weighted, to_cells(kept + np.log1p(-shares)) + log_negative)
             if outlier_share > 0:
                 evidence = np.logaddexp(evidence, np.log(outlier_share) + log_flat)
                 outlier = np.exp(np.log(outlier_share) + log_flat - evidence)
