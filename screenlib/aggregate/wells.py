@@ -170,12 +170,7 @@ def aggregate_wells(
     frame = pd.DataFrame([(w, t) for t in timepoints for w in all_wells], columns=_KEYS)
 
     classes = cells["cell_class"].astype(str)
-    counts = (
-        pd.crosstab([cells["well"], cells["timepoint"]], classes)
-        .reindex(columns=[*CELL_CLASSES, DEBRIS], fill_value=0)
-        .add_prefix("n_")
-        .reset_index()
-    )
+    counts = _sum_per_well(cells, _label_counts(classes, [*CELL_CLASSES, DEBRIS]))
     frame = frame.merge(counts, on=_KEYS, how="left")
     frame = frame.merge(_object_counts(cells), on=_KEYS, how="left")
     count_columns = [
@@ -314,8 +309,21 @@ def _mixture_table(
     return pd.concat(parts, ignore_index=True)[columns], models
 
 
+def _label_counts(labels: pd.Series, names: list[str]) -> dict[str, np.ndarray]:
+    """``n_<name>``: 1 for the rows whose label is ``name``, else 0 (to sum per well)."""
+    labels = labels.to_numpy()
+    return {f"n_{name}": (labels == name).astype(np.int64) for name in names}
+
+
+def _sum_per_well(cells: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The sums of per-cell ``columns`` per (well, timepoint) that holds cells."""
+    keys = [cells[key].to_numpy() for key in _KEYS]
+    return pd.DataFrame(columns).groupby(keys).sum().rename_axis(_KEYS).reset_index()
+
+
 def _object_counts(cells: pd.DataFrame) -> pd.DataFrame:
-    """``n_mitotic``, ``n_fragmented`` (cells) and ``n_fragment`` (further pieces) per well."""
+    """``n_mitotic``, ``n_fragmented`` (cells) and ``n_fragment`` (further pieces) per well,
+    and ``n_unsplit_nuclei`` (the further nuclei of unsplit clumps)."""
     names = [*_OBJECT_COUNTS, "fragment"]
     cell_rows = (cells["cell_class"].astype(str) != DEBRIS).to_numpy()
     extra = (
@@ -323,24 +331,12 @@ def _object_counts(cells: pd.DataFrame) -> pd.DataFrame:
         if "n_nuclei" in cells.columns
         else np.zeros(len(cells))
     )
-    unsplit = (
-        pd.Series(extra, index=cells.index)
-        .groupby([cells["well"], cells["timepoint"]])
-        .sum()
-        .rename("n_unsplit_nuclei")
-        .reset_index()
-    )
     if "object_class" not in cells.columns:
+        unsplit = _sum_per_well(cells, {"n_unsplit_nuclei": extra})
         return unsplit.assign(**{f"n_{name}": 0 for name in names})
     classes = cells["object_class"].astype(str)
     counted = classes.where(cell_rows | (classes == "fragment"), "")
-    table = (
-        pd.crosstab([cells["well"], cells["timepoint"]], counted)
-        .reindex(columns=names, fill_value=0)
-        .add_prefix("n_")
-        .reset_index()
-    )
-    return table.merge(unsplit, on=_KEYS, how="outer")
+    return _sum_per_well(cells, {**_label_counts(counted, names), "n_unsplit_nuclei": extra})
 
 
 #: a vehicle well with fewer cells per field than this share of the timepoint's median

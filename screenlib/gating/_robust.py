@@ -154,7 +154,7 @@ def normal_logpdf(x: np.ndarray, center: float, sd: float) -> np.ndarray:
 
 
 def gaussian_kde_1d(
-    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 128
+    data: np.ndarray, bw_factor: float, points: np.ndarray, chunk: int = 256
 ) -> np.ndarray:
     """Gaussian kernel density estimate of ``data`` at ``points``, as
     ``scipy.stats.gaussian_kde(data, bw_method=bw_factor)(points)`` computes it.
@@ -166,7 +166,7 @@ def gaussian_kde_1d(
     return _kde_evaluator(data, bw_factor, chunk)(points)
 
 
-def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 128):
+def _kde_evaluator(data: np.ndarray, bw_factor: float, chunk: int = 256):
     """:func:`gaussian_kde_1d` of ``data`` as a function of the points."""
     data = np.asarray(data, dtype=float)
     weights = np.ones(data.size) / data.size
@@ -199,9 +199,10 @@ def theil_sen_slope(y: np.ndarray, x: np.ndarray) -> float:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     delta_x = x[:, None] - x
-    rising = delta_x > 0
-    slopes = (y[:, None] - y)[rising] / delta_x[rising]
-    return float(np.median(slopes)) if slopes.size else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):  # (the pairs left out)
+        # dividing every pair and keeping the rising ones is one selection, not two
+        slopes = ((y[:, None] - y) / delta_x)[delta_x > 0]
+    return float(np.median(slopes, overwrite_input=True)) if slopes.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -248,43 +249,48 @@ def fit_mixture(
     :func:`fit_positive_population`).
     """
     x = np.asarray(x, dtype=float)
+    # one group: the share is spread to the cells by broadcasting (the same numbers)
+    to_cells = (lambda v: v) if groups is None else (lambda v: v[groups])
     groups = np.zeros(x.size, dtype=np.int64) if groups is None else np.asarray(groups)
-    necrotic = np.zeros(x.size) if shifted is None else np.asarray(shifted, dtype=float)
+    necrotic = None if shifted is None else np.asarray(shifted, dtype=float)
     center, spread = negative.center, negative.spread
     sizes = np.bincount(groups, minlength=n_groups).astype(float)
     below = x < ignore_below if ignore_below is not None else np.zeros(x.size, dtype=bool)
+    any_below = bool(below.any())
     shares = np.full(n_groups, start.weight)
     mean, sd, shift = start.center, start.spread, 0.0
     # the flat outlier component: density 1 / range of x, share fitted (0: two components)
     outlier_share = _OUTLIER_START if outliers and x.size else 0.0
     log_flat = -np.log(max(float(np.ptp(x)), 1e-12)) if x.size else 0.0
-    # without shifted cells the negative component never moves: its density is computed once
-    fixed_negative = _normal_logpdf(x, center, spread) if shifted is None else None
+    # the negative component's density changes only with the shift of shifted cells
+    log_negative = _normal_logpdf(x, center, spread) if necrotic is None else None
+    density_shift = None
+    from_center = x - center
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
-        log_negative = (
-            fixed_negative
-            if fixed_negative is not None
-            else _normal_logpdf(x, center + shift * necrotic, spread)
-        )
+        if necrotic is not None and shift != density_shift:
+            log_negative = _normal_logpdf(x, center + shift * necrotic, spread)
+            density_shift = shift
         log_positive = _normal_logpdf(x, mean, sd)
         with np.errstate(divide="ignore"):
             kept = np.log1p(-outlier_share)
-            # logs of the few group shares, then spread to the cells (the same numbers)
-            weighted = kept + np.log(shares)[groups] + log_positive
-            evidence = np.logaddexp(weighted, kept + np.log1p(-shares)[groups] + log_negative)
+            # logs of the few group shares (and the inliers' share), then spread to the cells
+            weighted = to_cells(kept + np.log(shares)) + log_positive
+            evidence = np.logaddexp(weighted, to_cells(kept + np.log1p(-shares)) + log_negative)
             if outlier_share > 0:
                 evidence = np.logaddexp(evidence, np.log(outlier_share) + log_flat)
                 outlier = np.exp(np.log(outlier_share) + log_flat - evidence)
                 outlier[below] = 0.0
-            else:
-                outlier = np.zeros(x.size)
             posterior = np.exp(weighted - evidence)
-        posterior[below] = 0.0
+        if any_below:
+            posterior[below] = 0.0
         total = float(posterior.sum())
         if not total > 0:
             break
-        inliers = np.bincount(groups, 1.0 - outlier, minlength=n_groups)
+        # (without outliers every cell is an inlier: the bincount of ones is the group size)
+        inliers = (
+            np.bincount(groups, 1.0 - outlier, minlength=n_groups) if outlier_share > 0 else sizes
+        )
         new_shares = np.clip(
             np.bincount(groups, posterior, minlength=n_groups) / np.maximum(inliers, 1e-12),
             1e-9,
@@ -294,10 +300,8 @@ def fit_mixture(
             outlier_share = float(np.clip(outlier.mean(), 1e-6, _OUTLIER_MAX))
         new_mean = float((posterior * x).sum() / total)
         new_sd = max(float(np.sqrt((posterior * (x - new_mean) ** 2).sum() / total)), 0.25 * spread)
-        if necrotic_weight := float(((1 - posterior) * necrotic).sum()):
-            # necrotic cells bind more Annexin V than viable ones, never as much as apoptotic
-            shift = float(((1 - posterior) * necrotic * (x - center)).sum() / necrotic_weight)
-            shift = float(np.clip(shift, 0.0, 0.5 * (new_mean - center)))
+        if necrotic is not None:
+            shift = _necrotic_shift(posterior, necrotic, from_center, shift, new_mean - center)
         change = max(
             float(np.abs(new_shares - shares).max(initial=0.0)),
             abs(new_mean - mean) / spread,
@@ -309,6 +313,20 @@ def fit_mixture(
     # the positive share of all cells (outliers included, as in the observed density)
     weight = float((shares * sizes).sum() / max(sizes.sum(), 1.0)) * (1.0 - outlier_share)
     return MixtureFit(PositivePopulation(weight, mean, sd), shares, shift, iteration)
+
+
+def _necrotic_shift(
+    posterior: np.ndarray, necrotic: np.ndarray, from_center: np.ndarray, shift: float, gap: float
+) -> float:
+    """The M-step of :func:`fit_mixture`'s shift: the negative-weighted mean distance of
+    shifted cells from the negative centre, between 0 and half the ``gap`` to the positive
+    centre (necrotic cells bind more Annexin V than viable ones, never as much as apoptotic);
+    ``shift`` unchanged without negative weight on shifted cells."""
+    negative_necrotic = (1 - posterior) * necrotic
+    if necrotic_weight := float(negative_necrotic.sum()):
+        shift = float((negative_necrotic * from_center).sum() / necrotic_weight)
+        shift = float(np.clip(shift, 0.0, 0.5 * gap))
+    return shift
 
 
 #: a plain positive component more than this much wider than the one fitted beside an

@@ -446,13 +446,16 @@ def learn_gates(
         bleed = 1.0
         history: list[float] = []
         basis = "Annexin-positive, PI-negative cells"
+        last_pass = (None, np.nan)  # cells and slope: the same cells give the same slope
         for _ in range(_BLEED_ITERATIONS):
             pi_negative = loose_pi_negative(bleed)
             chosen = pi_negative & annexin_positive
             if chosen.sum() < 30:
                 chosen = pi_negative
                 basis = "PI-negative cells (too few Annexin-positive ones)"
-            estimate = estimate_bleedthrough(leaking, pi, chosen)
+            same_cells = last_pass[0] is not None and np.array_equal(chosen, last_pass[0])
+            estimate = last_pass[1] if same_cells else estimate_bleedthrough(leaking, pi, chosen)
+            last_pass = (chosen, estimate)
             if not np.isfinite(estimate):
                 estimate = 0.0
                 basis = "too few PI-negative cells; no compensation"

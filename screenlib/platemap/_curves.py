@@ -8,6 +8,7 @@ their sample. The dose-response layer fits these groups; the plate-map preview l
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from screenlib.platemap._reader import KNOWN_COLUMNS
@@ -99,30 +100,43 @@ def _curve_groups(table: pd.DataFrame, split: list[str] | None = None):
     curve with their value, or every curve when their value is no dosed well's.
     """
     split = split or []
-    is_vehicle, is_sample = _vehicle_and_dosed(table)
-    compound = table["compound"].fillna("").astype(str)
-    values = {c: _text(table[c]) for c in split}
+    is_vehicle, is_sample = (s.to_numpy(dtype=bool) for s in _vehicle_and_dosed(table))
+    compound = table["compound"].fillna("").astype(str).to_numpy(dtype=object)
+    values = {c: _text(table[c]).to_numpy(dtype=object) for c in split}
     outer = [c for c in _OUTER_KEYS if c in table.columns]
-    grouped = table.groupby(outer, dropna=False, sort=True) if outer else [((), table)]
+    rows = pd.Series(np.arange(len(table)), index=table.index)  # row positions, grouped
+    grouped = (
+        rows.groupby([table[c] for c in outer], dropna=False, sort=True) if outer else [((), rows)]
+    )
     for outer_keys, part in grouped:
         outer_keys = outer_keys if isinstance(outer_keys, tuple) else (outer_keys,)
-        vehicles = part.index[is_vehicle.loc[part.index]]
-        dosed = part.index[is_sample.loc[part.index]]
-        dosed_compounds = set(compound.loc[dosed])
-        inner = pd.DataFrame(
-            {"compound": compound.loc[dosed], **{c: values[c].loc[dosed] for c in split}}
-        )
-        for inner_keys, members in inner.groupby(["compound", *split], sort=True):
-            inner_keys = inner_keys if isinstance(inner_keys, tuple) else (inner_keys,)
-            name = inner_keys[0]
-            own = (compound.loc[vehicles] == name) | ~compound.loc[vehicles].isin(dosed_compounds)
-            for column, value in zip(split, inner_keys[1:], strict=True):
-                vehicle_values = values[column].loc[vehicles]
-                own &= (vehicle_values == value) | ~vehicle_values.isin(set(inner[column]))
+        positions = part.to_numpy()
+        vehicles = positions[is_vehicle[positions]]
+        dosed = positions[is_sample[positions]]
+        labels = [compound[dosed], *(values[c][dosed] for c in split)]
+        members: dict[tuple, list[int]] = {}
+        for position, label in zip(dosed, zip(*labels, strict=True), strict=True):
+            members.setdefault(label, []).append(position)
+        dosed_values = [set(column) for column in labels]
+        for inner_keys in sorted(members):  # (the order of a sorted groupby: all are text)
             keys = dict(zip(outer, outer_keys, strict=True))
-            keys["compound"] = name
+            keys["compound"] = inner_keys[0]
             keys.update(zip(split, inner_keys[1:], strict=True))
-            yield keys, table.loc[members.index.append(vehicles[own.to_numpy()])]
+            own = _own_vehicles(vehicles, inner_keys, [compound, *values.values()], dosed_values)
+            yield keys, table.iloc[np.concatenate([members[inner_keys], vehicles[own]])]
+
+
+def _own_vehicles(vehicles, inner_keys, labels, dosed_values) -> np.ndarray:
+    """Which ``vehicles`` (row positions) join the curve of ``inner_keys``: per key (the
+    compound, then each split column's value), those of its value or of no dosed well's."""
+    own = np.ones(vehicles.size, dtype=bool)
+    for column, value, dosed in zip(labels, inner_keys, dosed_values, strict=True):
+        own &= _matches_or_foreign(column[vehicles], value, dosed)
+    return own
+
+
+def _matches_or_foreign(labels: np.ndarray, value, dosed_values: set) -> np.ndarray:
+    return np.array([v == value or v not in dosed_values for v in labels], dtype=bool)
 
 
 def plan_curves(table: pd.DataFrame) -> pd.DataFrame:
