@@ -203,6 +203,15 @@ def reference(plate_template, tmp_path_factory) -> dict:
     return {"summary": summary, "out": folder / "out", "plate": folder / "plate.zarr"}
 
 
+def test_a_zarr_inputs_gallery_comes_from_the_labels_in_the_output_folder(reference):
+    """A Zarr input is only read, so its labels live in OUT/labels.zarr: the report's cell
+    gallery reads them, and keys its reused mosaics by them, there (not in the input)."""
+    text = (reference["out"] / "report.html").read_text(encoding="utf-8")
+    assert "could not be read" not in text
+    assert sorted((reference["out"] / "figures").glob("gallery_*.png"))
+    assert 'alt="viable cell' in text
+
+
 def _first_field(plate: Path) -> tuple[str, int]:
     opened = open_plate(plate)
     return opened.wells[0], opened.fields(opened.wells[0])[0]

@@ -255,6 +255,10 @@ class PlateWithLabels:
         """Label image of one field, from the labels plate."""
         return self._labels.read_labels(*args, **kwargs)
 
+    def labels_fingerprint(self, *args, **kwargs) -> str:
+        """Fingerprint of one field's label image, in the labels plate (where it is read)."""
+        return self._labels.labels_fingerprint(*args, **kwargs)
+
 
 # --------------------------------------------------------------------------- flat field
 
