@@ -109,33 +109,22 @@ def _counted_mask(cells, fields, settings) -> tuple[np.ndarray, np.ndarray]:
     return keep, failed
 
 
-def gallery_objects(
-    cells: pd.DataFrame, fields: pd.DataFrame | None, settings: AssaySettings
-) -> pd.DataFrame:
-    """The objects the cell gallery may show: the counted cells, and the debris objects
-    (``object_class`` ``debris``) of the same fields, for a row of their own. Nothing from a
-    field that failed image QC."""
-    keep, failed = _counted_mask(cells, fields, settings)
-    return cells[_shown_in_gallery(cells, keep) & ~failed]
-
-
-def _shown_in_gallery(cells: pd.DataFrame, counted: np.ndarray) -> np.ndarray:
-    if "object_class" not in cells.columns:
-        return counted
-    return counted | (cells["object_class"].astype(str) == "debris").to_numpy()
-
-
 def report_objects(
     cells: pd.DataFrame,
     fields: pd.DataFrame | None,
     settings: AssaySettings,
     gallery_columns: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], pd.DataFrame]:
-    """:func:`counted_cells` and :func:`gallery_objects` at once, the fields' QC looked up once:
-    ``(counted cells, left out, gallery objects)``; the gallery's objects keep only
-    ``gallery_columns`` (those there are; None: all)."""
+    """:func:`counted_cells` and the objects the cell gallery may show, the fields' QC looked
+    up once: ``(counted cells, left out, gallery objects)``. The gallery's objects are the
+    counted cells and the debris objects (``object_class`` ``debris``, for a row of their
+    own), never from a field that failed image QC, with only ``gallery_columns`` (those there
+    are; None: all)."""
     keep, failed = _counted_mask(cells, fields, settings)
-    shown = _shown_in_gallery(cells, keep) & ~failed
+    shown = keep.copy()
+    if "object_class" in cells.columns:  # debris: not counted, but shown in a row of its own
+        shown |= (cells["object_class"].astype(str) == "debris").to_numpy()
+    shown &= ~failed
     columns = cells.columns
     if gallery_columns is not None:
         columns = [c for c in dict.fromkeys(gallery_columns) if c in cells.columns]

@@ -307,8 +307,9 @@ class FigureWriter:
         self._record(name, "", (".png", ".svg") if svg else (".png",))
         return png
 
-    def image(self, stem: str, write: Callable[[Path], None], key_data: Any) -> None:
-        """A PNG written by ``write(path)`` (e.g. a gallery mosaic), reused like a figure."""
+    def image(self, stem: str, write: Callable[[Path], None], key_data: Any) -> Path:
+        """A PNG written by ``write(path)`` (e.g. a gallery mosaic), reused like a figure;
+        returns its path."""
         name = self.name(stem)
         key = input_key(f"{stem}|image", key_data)
         if self._reuse(name, key, (".png",)) is None:
@@ -318,6 +319,7 @@ class FigureWriter:
         else:
             self.reused.append(name)
         self._record(name, key, (".png",))
+        return self.folder / f"{name}.png"
 
     def _reuse(self, name: str, key: str, suffixes: tuple[str, ...]) -> bytes | None:
         entry = self._previous_index.get(name)

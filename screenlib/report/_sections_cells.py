@@ -343,14 +343,14 @@ def _gallery_crops(plate, cells, settings, writer: FigureWriter) -> list[CellCro
             writer.image(f"gallery_{cell_class}", _mosaic_writer(of_class),
                          [crop.png for crop in of_class])  # fmt: skip
         return drawn
-    files = {}
-    for cell_class in present:
-        writer.image(
+    files = {
+        cell_class: writer.image(
             f"gallery_{cell_class}",
             lambda path, cell_class=cell_class: _mosaic_writer(crops_of(cell_class))(path),
             {"source": source, "row": cell_class},
         )
-        files[cell_class] = writer.folder / f"{next(reversed(writer.index))}.png"
+        for cell_class in present
+    }
     if drawn:
         return drawn
     mosaics = {}
