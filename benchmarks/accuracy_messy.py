@@ -5,7 +5,9 @@ confounders on (``messy``), none (``clean``) or one at a time (a name of
 ``screenlib.simulate.CONFOUNDERS``), runs each end to end and prints, per plate and
 timepoint, the signed bias and the MAE of ``apoptotic_fraction`` and of
 ``apoptotic_fraction_mixture`` (overall and per band of the true fraction), the median
-per-well cell-count error and the worst IC50 fold error, against the design IC50
+per-well cell-count error (against all the well's true cells, and against those of the fields
+that passed QC: ``count_error_passing_median``, like for like) and the worst IC50 fold
+error, against the design IC50
 (``ic50_fold_max``) and against the IC50 fitted to the realised truth fractions
 (``ic50_fold_truth_fit_max``: the image analysis's own error; the realised fractions scatter
 binomially around the design curve, so even a perfect analysis misses the design IC50).
@@ -37,7 +39,12 @@ import pandas as pd
 from screenlib.orchestrate import run_plate
 from screenlib.settings import load_settings
 from screenlib.simulate import CONFOUNDERS, Confounders, messy_plate_design, simulate_plate
-from screenlib.simulate.evaluate import fraction_errors, ic50_fold_errors, truth_fit_ic50s
+from screenlib.simulate.evaluate import (
+    fraction_errors,
+    ic50_fold_errors,
+    passing_field_count_errors,
+    truth_fit_ic50s,
+)
 
 READOUTS = ("apoptotic_fraction", "apoptotic_fraction_mixture")
 
@@ -83,7 +90,10 @@ def score(out: Path, truth_dir: Path) -> pd.DataFrame:
             table["ic50_fold_truth_fit_max"] = table["timepoint"].map(worst["fold_vs_truth_fit"])
         table.insert(0, "readout", readout)
         parts.append(table)
-    return pd.concat(parts, ignore_index=True)
+    counts = passing_field_count_errors(
+        wells, pd.read_csv(out / "fields.csv"), pd.read_parquet(truth_dir / "cells.parquet")
+    )
+    return pd.concat(parts, ignore_index=True).merge(counts, on="timepoint", how="left")
 
 
 def main() -> None:
@@ -116,7 +126,8 @@ def main() -> None:
     table = pd.concat(rows, ignore_index=True)
     summary = table.groupby(["plate", "readout", "timepoint"]).mean(numeric_only=True)
     print(f"\nmean over seeds {args.seeds}, {args.geometry} wells, {args.fields} field(s)/well:")
-    wanted = ("bias", "mae", "count_error_median", "ic50_fold_max", "ic50_fold_truth_fit_max")
+    wanted = ("bias", "mae", "count_error_median", "count_error_passing_median", "ic50_fold_max",
+              "ic50_fold_truth_fit_max")  # fmt: skip
     columns = [c for c in wanted if c in summary]
     bands = [c for c in summary.columns if c.startswith("bias ")]
     print(summary[columns + bands].to_string(float_format=lambda v: f"{v:+.4f}"))

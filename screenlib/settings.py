@@ -50,6 +50,7 @@ class CorrectionSettings:
     background_radius_um: float = 30.0  # scale of the smooth background removed per channel
     flatfield: bool = True  # estimate a per-plate, per-channel illumination profile
     flatfield_max_fields: int = 48  # how many fields the profile is estimated from
+    hot_pixels: bool = True  # replace lone hot pixels (sensor defects) by a neighbour
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ _EXPLANATIONS: dict[str, str] = {
     "correction.background_radius_um": "Scale (um) of the smooth background removed per channel.",
     "correction.flatfield": "Divide out a per-plate, per-channel illumination profile.",
     "correction.flatfield_max_fields": "At most this many fields are used to estimate the profile.",
+    "correction.hot_pixels": (
+        "Replace lone hot pixels (sensor defects, cosmic rays) by their brightest neighbour "
+        "before segmenting and measuring."
+    ),
     "segmentation.segmenter": "Nuclei segmenter: 'classical' or one installed as a plugin.",
     "segmentation.nucleus_diameter_px": "Typical nucleus diameter (px); unset: measured per plate.",
     "segmentation.nucleus_diameter_um": "Typical nucleus diameter (um); unset: measured per plate.",

@@ -53,6 +53,8 @@ def run(tmp_path_factory):
     fields = cells.groupby(["well", "field", "timepoint"]).size().rename("n_cells").reset_index()
     fields["qc_pass"] = True
     fields["qc_reason"] = ""
+    fields["hot_pixels"] = 0
+    fields.loc[[0, 5], "hot_pixels"] = [3, 2]  # replaced by the analysis: said in the report
     for key in (FAILED_FIELD, VEHICLE_FAILED_FIELD):
         at = (fields["well"] == key[0]) & (fields["field"] == key[1])
         fields.loc[at & (fields["timepoint"] == key[2]), ["qc_pass", "qc_reason"]] = [
@@ -183,6 +185,13 @@ def test_gallery_shows_no_cell_of_a_failed_field(run):
     well, field, timepoint = FAILED_FIELD
     assert f"{well} f{field} t{timepoint} #" not in gallery
     assert re.search(r'alt="viable cell A01 f0 t0 #', gallery)  # the passing field is shown
+
+
+def test_the_report_says_how_many_hot_pixels_were_replaced(run):
+    plate_qc = " ".join(_section(run["text"], "plate-qc").split())
+    said = r"5 hot pixel\(s\) \(lone bright pixels: sensor defects\) in 2 of (\d+) fields"
+    match = re.search(said, plate_qc)
+    assert match and int(match.group(1)) > 2, plate_qc[:2000]
 
 
 # --- #20 item 3: well QC ----------------------------------------------------------------------

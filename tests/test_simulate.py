@@ -456,3 +456,26 @@ def test_messy_plate_truth_counts_cells_not_objects(tmp_path):
     # one of the two vehicle wells failed to seed
     vehicle = fields[fields["well"].isin(["A01", "F01"])].groupby("well")["seeding_density"].first()
     assert sorted(vehicle.tolist()) == [pytest.approx(0.15), 1.0]
+
+
+def test_count_error_compares_with_the_true_cells_of_the_fields_that_passed_qc():
+    from screenlib.simulate.evaluate import passing_field_count_errors
+
+    truth_cells = pd.DataFrame(
+        {
+            "well": ["A01"] * 103 + ["A02"] * 40,
+            "field": [0] * 50 + [1] * 53 + [0] * 40,
+            "timepoint": 0,
+            "object_class": ["cell"] * 50 + ["cell"] * 50 + ["debris"] * 3 + ["cell"] * 40,
+        }
+    )
+    fields = pd.DataFrame(
+        {"well": ["A01", "A01", "A02"], "field": [0, 1, 0], "timepoint": 0,
+         "qc_pass": [True, False, True]}
+    )  # fmt: skip
+    wells = pd.DataFrame({"well": ["A01", "A02"], "timepoint": 0, "n_nuclei": [49, 42]})
+    errors = passing_field_count_errors(wells, fields, truth_cells)
+    row = errors.set_index("timepoint").loc[0]
+    # A01: 49 of the 50 cells of its passing field (-2 %), not of all 100; A02: +5 %
+    assert row["count_error_passing_median"] == pytest.approx((0.02 + 0.05) / 2)
+    assert row["count_bias_passing_median"] == pytest.approx((-0.02 + 0.05) / 2)

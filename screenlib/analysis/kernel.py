@@ -22,6 +22,7 @@ from screenlib.analysis.correction import (
     block_mean,
     check_flatfield,
     estimate_camera_offset,
+    remove_hot_pixels,
     sample_blocks,
 )
 from screenlib.analysis.measure import (
@@ -83,24 +84,33 @@ def _resolve_stains(stains: Sequence[Stain], n_channels: int) -> list[Stain]:
 
 
 def _grid_channel(
-    channel: np.ndarray, factor: int, offset: float, flat: np.ndarray | None
-) -> np.ndarray:
-    """Block means of one channel, camera offset removed and flat-field corrected."""
+    channel: np.ndarray, factor: int, offset: float, flat: np.ndarray | None, hot_pixels: bool
+) -> tuple[np.ndarray, int]:
+    """Block means of one channel, hot pixels replaced (when asked), camera offset removed and
+    flat-field corrected; and how many hot pixels were replaced."""
     grid = block_mean(channel, factor)
+    n_hot = remove_hot_pixels(grid) if hot_pixels else 0
     grid -= offset
     if flat is not None:
         grid /= _flat_on_grid(flat, factor)
-    return grid
+    return grid, n_hot
 
 
 def _grids(
-    channels: np.ndarray, factor: int, offsets: list[float], flats: list[np.ndarray | None]
-) -> list[np.ndarray]:
-    """Every channel on the ``factor`` grid (see :func:`_grid_channel`)."""
-    return [
-        _grid_channel(channel, factor, offset, flat)
-        for channel, offset, flat in zip(channels, offsets, flats, strict=True)
-    ]
+    channels: np.ndarray,
+    factor: int,
+    offsets: list[float],
+    flats: list[np.ndarray | None],
+    hot_pixels: bool,
+) -> tuple[list[np.ndarray], int]:
+    """Every channel on the ``factor`` grid (see :func:`_grid_channel`), and the number of
+    hot pixels replaced in all of them."""
+    grids, n_hot = [], 0
+    for channel, offset, flat in zip(channels, offsets, flats, strict=True):
+        grid, found = _grid_channel(channel, factor, offset, flat, hot_pixels)
+        grids.append(grid)
+        n_hot += found
+    return grids, n_hot
 
 
 def _flat_on_grid(flat: np.ndarray, factor: int) -> np.ndarray:
@@ -268,7 +278,7 @@ def analyze_field(
             channels[nuclear_index], pixel_size_um, settings.segmentation, nucleus_diameter_px
         )
         factor = grid_factor(diameter)
-        grids = _grids(channels, factor, offsets, flats)
+        grids, n_hot = _grids(channels, factor, offsets, flats, settings.correction.hot_pixels)
         found = segment_nuclei_grid(
             grids[nuclear_index],
             factor,
@@ -289,7 +299,7 @@ def analyze_field(
         )
     else:
         factor = 1
-        grids = _grids(channels, 1, offsets, flats)
+        grids, n_hot = _grids(channels, 1, offsets, flats, settings.correction.hot_pixels)
         labels_grid, n_cells = _plugin_labels(
             segmenter, grids[nuclear_index], pixel_size_um, settings
         )
@@ -305,6 +315,7 @@ def analyze_field(
     qc = {
         "focus_score": qc.pop("focus_score"),
         "saturated_fraction": saturated,
+        "hot_pixels": n_hot,
         **qc,
         "n_cells": n_cells,
         "qc_pass": passed,

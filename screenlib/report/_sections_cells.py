@@ -138,9 +138,20 @@ def plate_qc_section(plate_qc, fields, wells) -> dict[str, Any]:
                 "qc_reason": "why", "n_cells": "objects", "focus_score": "focus score",
                 "saturated_fraction": "saturated share"})
             if len(failed) else None,
+            "hot_pixels": _hot_pixels(fields),
         }  # fmt: skip
     section["wells"] = _well_tables(wells)
     return section
+
+
+def _hot_pixels(fields: pd.DataFrame) -> dict[str, int] | None:
+    """How many hot pixels the analysis replaced, and in how many fields (None: none)."""
+    if "hot_pixels" not in fields.columns:
+        return None
+    counts = pd.to_numeric(fields["hot_pixels"], errors="coerce").fillna(0)
+    if counts.sum() <= 0:
+        return None
+    return {"n": int(counts.sum()), "n_fields": int((counts > 0).sum())}
 
 
 # --- gating -----------------------------------------------------------------------------------

@@ -198,6 +198,47 @@ def fraction_errors(
     return pd.DataFrame(rows)
 
 
+def passing_field_count_errors(
+    wells: pd.DataFrame, fields: pd.DataFrame, truth_cells: pd.DataFrame
+) -> pd.DataFrame:
+    """Per-well cell-count error against the true cells of the fields that passed QC.
+
+    ``n_nuclei`` counts the cells of the fields a run used; a field that failed QC takes its
+    cells out of the count (``cells_per_field`` and the relative cell count allow for that),
+    so the like-for-like truth is the count over the passing fields.
+
+    Parameters
+    ----------
+    wells, fields
+        The run's ``wells.csv`` and ``fields.csv``.
+    truth_cells
+        The simulated plate's ``truth/cells.parquet`` (debris is not counted).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per timepoint: ``count_error_passing_median`` (median of
+        ``|n_nuclei / true cells in passing fields - 1|`` over wells with a passing field)
+        and ``count_bias_passing_median``.
+    """
+    keys = ["well", "field", "timepoint"]
+    passing = fields.loc[fields["qc_pass"].astype(bool), keys]
+    cells = truth_cells.loc[truth_cells["object_class"] != "debris", keys]
+    truth = cells.merge(passing, on=keys).groupby(["well", "timepoint"]).size()
+    counted = wells.set_index(["well", "timepoint"])["n_nuclei"]
+    relative = (counted / truth.rename("truth")).dropna() - 1.0
+    rows = []
+    for timepoint, part in relative.groupby(level="timepoint"):
+        rows.append(
+            {
+                "timepoint": int(timepoint),
+                "count_error_passing_median": float(part.abs().median()),
+                "count_bias_passing_median": float(part.median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def truth_fit_ic50s(truth_wells: pd.DataFrame, settings: FitSettings | None = None) -> pd.Series:
     """IC50 of the realised truth fractions, fitted with the engine's 4PL fitter.
 
