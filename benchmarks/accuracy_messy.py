@@ -15,6 +15,7 @@ binomially around the design curve, so even a perfect analysis misses the design
     python benchmarks/accuracy_messy.py                                 # messy + clean, 96 wells
     python benchmarks/accuracy_messy.py --confounders each --fields 1   # one at a time
     python benchmarks/accuracy_messy.py --geometry 384 --seeds 3 4 --cache /tmp/plates
+    python benchmarks/accuracy_messy.py --pixel-size-um 0.65          # nuclei 15 px, not 7.5
 
 ``--cache`` keeps rendered plates and the per-field measurements: a second call with the same
 image-analysis settings only redoes gating, aggregation and fits.
@@ -57,12 +58,19 @@ def confounders_of(name: str) -> Confounders:
     return Confounders.only(name)
 
 
-def rendered(name: str, geometry: int, seed: int, fields: int, cache: Path) -> Path:
-    folder = cache / f"{name}-{geometry}-s{seed}-f{fields}"
+def rendered(
+    name: str, geometry: int, seed: int, fields: int, cache: Path, pixel_um: float = 1.3
+) -> Path:
+    """The rendered plate in ``cache`` (rendered once). Fields always span 218 µm: 168 px of
+    1.3 µm (10x, 2 x 2 binning, the default) or, at ``pixel_um`` 0.65, 336 px of 0.65 µm."""
+    scale = "" if pixel_um == 1.3 else f"-px{pixel_um:g}"
+    folder = cache / f"{name}-{geometry}-s{seed}-f{fields}{scale}"
     if not (folder / "truth" / "wells.csv").exists():
+        side = int(round(168 * 1.3 / pixel_um))
         design = messy_plate_design(
-            geometry=geometry, seed=seed, fields_per_well=fields, confounders=confounders_of(name)
-        )
+            geometry=geometry, seed=seed, fields_per_well=fields, confounders=confounders_of(name),
+            field_shape=(side, side), pixel_size_um=pixel_um,
+        )  # fmt: skip
         simulate_plate(design, folder, "zarr", progress=False, overwrite=True)
     return folder
 
@@ -103,6 +111,8 @@ def main() -> None:
     parser.add_argument("--geometry", type=int, default=96, choices=(96, 384))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--fields", type=int, default=2, help="fields per well [2]")
+    parser.add_argument("--pixel-size-um", type=float, default=1.3,
+                        help="pixel size of the fields [1.3]; 0.65: nuclei 15 px wide")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--settings", type=Path, default=None)
     args = parser.parse_args()
@@ -114,7 +124,7 @@ def main() -> None:
     rows = []
     for name in names:
         for seed in args.seeds:
-            plate = rendered(name, args.geometry, seed, args.fields, cache)
+            plate = rendered(name, args.geometry, seed, args.fields, cache, args.pixel_size_um)
             out = plate / "run"
             run_plate(
                 next(plate.glob("*.zarr")), plate / "platemap.csv", out, settings,
