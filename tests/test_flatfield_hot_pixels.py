@@ -122,3 +122,15 @@ def test_a_hot_pixel_neither_hides_a_nucleus_nor_makes_a_viable_cell_pi_positive
     _, area_harmed = pi_of(harmed, hoechst_hit)
     assert pi_harmed > pi_reference + 100.0
     assert lost or area_harmed < 0.5 * area_reference
+
+
+def test_hot_pixels_are_replaced_in_a_strided_view_too():
+    from screenlib.analysis.correction import remove_hot_pixels
+
+    rng = np.random.default_rng(3)
+    image = rng.poisson(100, (64, 128)).astype(np.float32)
+    image[20, 40] = 9000.0  # column 40 of the full image: column 20 of the view below
+    view = image[:, ::2]
+    assert not view.flags.c_contiguous
+    assert remove_hot_pixels(view) == 1
+    assert image[20, 40] < 200

@@ -155,6 +155,11 @@ def remove_hot_pixels(image: np.ndarray) -> int:
     """
     if image.ndim != 2 or min(image.shape) < 5:
         return 0
+    if not image.flags.c_contiguous:  # pixels are replaced through a flat view
+        work = np.ascontiguousarray(image)
+        n_hot = remove_hot_pixels(work)
+        image[...] = work
+        return n_hot
     height, width = image.shape
     # the height over the pixels above and below first (two passes over the image); the
     # few pixels standing out are then checked against all their neighbours
@@ -163,9 +168,11 @@ def remove_hot_pixels(image: np.ndarray) -> int:
     # only spikes well above the noise (from neighbouring pixels' steps) and above a small
     # part of the image's contrast can matter: on a flat, quantised background a pixel one
     # grey level up is not a defect
-    sample = image.ravel()[:: max(1, image.size // 5_000)]
-    noise = 1.4826 * float(np.median(np.abs(np.diff(sample)))) / np.sqrt(2.0)
-    low, high = np.percentile(sample, [50.0, 99.0])
+    flat = image.ravel()
+    left = np.arange(0, flat.size - 1, max(1, flat.size // 5_000))
+    steps = flat[left + 1] - flat[left]  # pixels side by side (a few pairs span a row's end)
+    noise = 1.4826 * float(np.median(np.abs(steps))) / np.sqrt(2.0)
+    low, high = np.percentile(flat[left], [50.0, 99.0])
     margin = max(HOT_PIXEL_NOISE_SIGMAS * noise, HOT_PIXEL_CONTRAST_FRACTION * float(high - low))
     rows, cols = np.divmod(np.flatnonzero(spike > margin), width - 2)
     rows, cols = rows + 1, cols + 1
@@ -173,7 +180,6 @@ def remove_hot_pixels(image: np.ndarray) -> int:
     if not inside.any():
         return 0
     centre = rows[inside] * width + cols[inside]
-    flat = image.ravel()
 
     def ring(step: int) -> np.ndarray:
         offsets = (-step * width, step * width, -step, step)
