@@ -126,6 +126,17 @@ def test_axis_ticks_match_matplotlibs_locator_over_many_ranges():
             assert np.allclose(ticks, expected, rtol=1e-9, atol=1e-12 * span), (vmin, vmax, n_bins)
 
 
+def test_axis_ticks_of_a_single_value_or_an_inverted_range():
+    """A panel given one value as its range gets one tick on it (matplotlib's locator repeats
+    it), and an inverted range the ticks of the upright one, where the rule alone would fail
+    on the logarithm of a zero or negative span."""
+    locator = matplotlib.ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+    assert axis_ticks(0.3, 0.3, 300).tolist() == [0.3]
+    assert np.allclose(locator.tick_values(0.3, 0.3), 0.3)
+    assert axis_ticks(1.0, 0.0, 600).tolist() == axis_ticks(0.0, 1.0, 600).tolist()
+    assert axis_ticks(float("nan"), 1.0, 600).size == 0
+
+
 def test_stored_colour_maps_are_matplotlibs():
     """The report's colour tables (drawn without matplotlib) give the colours matplotlib's
     colour maps give, level for level, and other names are taken from matplotlib."""

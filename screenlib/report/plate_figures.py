@@ -153,7 +153,10 @@ def axis_ticks(vmin: float, vmax: float, length_px: float, tolerance: float = 1e
     [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
     """
     n_bins = max(min(int(length_px / PT // 20), 9), 1)
+    vmin, vmax = min(vmin, vmax), max(vmin, vmax)  # (an inverted axis gets the same ticks)
     span = vmax - vmin
+    if not (math.isfinite(span) and span > 0):  # a single value: one tick, on it
+        return np.array([vmin]) if math.isfinite(vmin) else np.zeros(0)
     scale = 10.0 ** math.floor(math.log10(span / n_bins))
     steps = [multiple * scale for multiple in TICK_STEPS]
     widest = next(i for i, step in enumerate(steps) if step >= span / n_bins)
